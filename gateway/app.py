@@ -1,0 +1,51 @@
+"""The FastAPI gateway: validation, job submission, results. No work at import time.
+
+Run: `uvicorn gateway.app:create_app --factory --host 127.0.0.1 --port 8000` with REDIS_URL set.
+"""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from gateway.body_limit import BodySizeLimit
+from gateway.errors import install_error_handlers
+from gateway.jobs import JobService
+from gateway.routers import constitutions, critique, health, jobs
+from ucai.constitutions import load_constitutions
+from ucai.queue import JobStore, make_broker
+from ucai.roles import Roles
+from ucai.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if not settings.redis_url:
+            raise RuntimeError("REDIS_URL is not set: start the whole stack with `ucai up`, or point REDIS_URL at Redis")
+        app.state.settings = settings
+        app.state.constitutions = load_constitutions(settings.constitutions_dir)
+        broker = make_broker(settings, settings.redis_url)
+        await broker.startup()
+        redis = Redis.from_url(settings.redis_url)
+        app.state.jobs = JobService(broker, JobStore(redis, settings.job_ttl_s))
+        app.state.roles = Roles(settings)
+        yield
+        await app.state.roles.aclose()
+        await redis.aclose()
+        await broker.shutdown()
+
+    app = FastAPI(
+        title="UCAI gateway",
+        description="Constitutional AI as a service: critique → revision under a constitution (and its inversion).",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    for module in (critique, jobs, constitutions, health):
+        app.include_router(module.router)
+    return app

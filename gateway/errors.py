@@ -1,0 +1,72 @@
+"""One error envelope for every 4xx/5xx: {"error": {"message", "type", "param", "code"}}."""
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ucai.schemas import ErrorDetail, ErrorEnvelope
+
+log = logging.getLogger("ucai.gateway")
+
+_TYPES = {400: "invalid_request_error", 404: "not_found_error", 405: "invalid_request_error",
+          413: "request_too_large", 422: "invalid_request_error", 503: "service_unavailable"}
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 job: dict | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+        self.job, self.headers = job, headers
+
+
+def error_response(status: int, message: str, *, param: str | None = None, code: str | None = None,
+                   job: dict | None = None, headers: dict[str, str] | None = None,
+                   checks: dict[str, str] | None = None) -> JSONResponse:
+    body = ErrorEnvelope(
+        error=ErrorDetail(message=message, type=_TYPES.get(status, "server_error" if status >= 500 else
+                                                           "invalid_request_error"), param=param, code=code),
+        job=job,
+        checks=checks,
+    )
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+def _field(loc: tuple) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0]
+    if first.get("type") == "json_invalid":
+        return error_response(400, f"malformed JSON body: {first.get('ctx', {}).get('error', first['msg'])}",
+                              code="invalid_json")
+    param = _field(tuple(first.get("loc", ())))
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return error_response(422, f"{param or 'body'}: {message}{more}", param=param, code=first.get("type"))
+
+
+async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+    return error_response(exc.status, exc.message, param=exc.param, code=exc.code, job=exc.job, headers=exc.headers)
+
+
+async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+
+async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error")
+    return error_response(500, f"internal error: {type(exc).__name__}", code="internal_error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
+    app.add_exception_handler(APIError, _api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unhandled)

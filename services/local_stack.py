@@ -1,0 +1,175 @@
+"""`ucai up`: the whole stack on one machine — Redis, `vllm serve` on the bundled model, a worker, the gateway.
+
+Ctrl-C (or SIGTERM) stops everything, in reverse order. Tests start the same pieces
+with the functions below, on other ports.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+
+from ucai.local_redis import start_redis
+from ucai.model_prepare import resolve_model_path
+from ucai.settings import ROLE_NAMES, get_settings
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "0.0.0.0"}
+
+
+def vllm_env(threads: str = "0-1") -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; unset, vLLM reserves ~90 % of RAM
+    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", threads)
+    env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    return env
+
+
+def service_env(**extra: str) -> dict[str, str]:
+    """Workers and gateway: one OpenMP thread, so nothing spin-waits against vLLM's cores."""
+    env = dict(os.environ)
+    env.update({"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **extra})
+    return env
+
+
+def start_vllm(model_path: str, port: int, served_name: str = "smollm2", max_model_len: int = 8192,
+               log: Path | None = None, extra_args: list[str] | None = None) -> subprocess.Popen:
+    command = [
+        sys.executable, "-m", "services.vllm_launcher", "serve", model_path, "--served-model-name", served_name,
+        "--host", "127.0.0.1", "--port", str(port), "--dtype", "bfloat16", "--enforce-eager",
+        "--max-model-len", str(max_model_len), "--max-logprobs", "20", *(extra_args or []),
+    ]
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(command, env=vllm_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def start_worker(env: dict[str, str], log: Path | None = None, concurrency: int = 8) -> subprocess.Popen:
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen([sys.executable, "-m", "services.worker", "--concurrency", str(concurrency)],
+                            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def start_gateway(env: dict[str, str], port: int, log: Path | None = None) -> subprocess.Popen:
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning"],
+        env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def wait_http(url: str, process: subprocess.Popen | None, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode} while starting")
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} did not answer {url} within {timeout_s:.0f}s")
+
+
+def stop(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)  # the whole group: vLLM has an engine child
+        process.wait(timeout_s)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+
+
+@dataclass
+class LocalStack:
+    port: int = 8000
+    vllm_port: int = 8001
+    redis_port: int = 6380
+    workers: int = 1
+    log_dir: Path = Path(".ucai/logs")
+    processes: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+
+    def up(self) -> None:
+        settings = get_settings()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = service_env()
+        started = time.monotonic()
+        if not settings.redis_url:
+            redis = start_redis(settings.cache_dir / "redis", self.redis_port)
+            self.processes.append(("redis", redis))
+            env["REDIS_URL"] = f"redis://127.0.0.1:{self.redis_port}/0"
+            print(f"redis      redis://127.0.0.1:{self.redis_port}/0 (own, AOF in {settings.cache_dir / 'redis'})")
+        # Start vllm serve only for roles that point at this machine's default port.
+        local_roles = [r for r in ROLE_NAMES if _is_local(settings.role(r).base_url, self.vllm_port)]
+        if local_roles:
+            model = resolve_model_path(settings.model_path, settings.cache_dir)
+            vllm = start_vllm(model, self.vllm_port, settings.role(local_roles[0]).model,
+                              settings.max_model_len, self.log_dir / "vllm.log")
+            self.processes.append(("vllm", vllm))
+            print(f"vllm serve {model} on :{self.vllm_port} for {', '.join(local_roles)} "
+                  f"(log {self.log_dir / 'vllm.log'})")
+            wait_http(f"http://127.0.0.1:{self.vllm_port}/v1/models", vllm, 600, "vllm serve")
+        for i in range(self.workers):
+            self.processes.append((f"worker-{i}", start_worker(env, self.log_dir / f"worker-{i}.log")))
+        gateway = start_gateway(env, self.port, self.log_dir / "gateway.log")
+        self.processes.append(("gateway", gateway))
+        wait_http(f"http://127.0.0.1:{self.port}/ready", gateway, 120, "gateway")
+        print(f"ready in {time.monotonic() - started:.1f}s: http://127.0.0.1:{self.port}  (docs: /docs; Ctrl-C stops)")
+
+    def watch(self) -> int:
+        while True:
+            for name, process in self.processes:
+                if process.poll() is not None:
+                    print(f"{name} exited with code {process.returncode}; stopping the stack", file=sys.stderr)
+                    return 1
+            time.sleep(1)
+
+    def down(self) -> None:
+        for name, process in reversed(self.processes):
+            stop(process)
+        self.processes.clear()
+
+
+def _is_local(base_url: str, port: int) -> bool:
+    parsed = urlparse(base_url)
+    return parsed.hostname in LOCAL_HOSTS and parsed.port == port
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8000, help="gateway port")
+    parser.add_argument("--vllm-port", type=int, default=8001, help="port of the local vllm serve")
+    parser.add_argument("--redis-port", type=int, default=6380, help="port of the own redis-server (no REDIS_URL)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    args = parser.parse_args(argv)
+    stack = LocalStack(args.port, args.vllm_port, args.redis_port, args.workers)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    code = 0
+    try:
+        stack.up()
+        code = stack.watch()
+    except KeyboardInterrupt:
+        print("\nstopping...")
+    except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        stack.down()
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

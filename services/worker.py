@@ -1,0 +1,142 @@
+"""The worker process: consumes jobs from the Redis stream and runs them against the model roles.
+
+Run: `python -m services.worker` (REDIS_URL must point at the stack's Redis).
+A job is acknowledged only after its result is saved; if this process dies, another
+worker reclaims the job after `redelivery_idle_s` and runs it again. While a job runs, a
+heartbeat keeps it claimed, so a slow job is never stolen from a live worker.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+from taskiq import Context, TaskiqDepends
+from taskiq.acks import AcknowledgeType
+from taskiq.api import run_receiver_task
+
+from services.critique_revision import run_critique_revision
+from ucai.queue import MSG_ID_LABEL, TASK_CRITIQUE, JobStore, ReclaimingStreamBroker, make_broker
+from ucai.roles import RoleRequestError, Roles, RoleUnavailable
+from ucai.schemas import CritiqueJob, ErrorDetail
+from ucai.settings import Settings, get_settings
+
+log = logging.getLogger("ucai.worker")
+
+
+async def _heartbeat(broker: ReclaimingStreamBroker, msg_id: str | None, every_s: float) -> None:
+    if not msg_id:
+        return
+    while True:
+        await asyncio.sleep(every_s)
+        with contextlib.suppress(Exception):  # a missed beat only risks an early reclaim
+            await broker.renew(msg_id)
+
+
+async def critique_task(payload: dict[str, Any], context: Context = TaskiqDepends()) -> dict[str, Any]:
+    """Runs one critique job; returns {"ok": true, "result"} or {"ok": false, "error"} (never raises)."""
+    state = context.state
+    broker: ReclaimingStreamBroker = context.broker  # type: ignore[assignment]
+    settings: Settings = state.settings
+    store: JobStore = state.store
+    job = CritiqueJob.model_validate(payload)
+    task_id = context.message.task_id
+
+    # Redelivered after its result was saved but before the ack: don't run it twice.
+    if await broker.result_backend.is_result_ready(task_id):
+        return (await broker.result_backend.get_result(task_id)).return_value
+
+    await store.incr(job.job_id, "attempts")
+    await store.set_status(job.job_id, "running")
+    beat = asyncio.create_task(_heartbeat(broker, context.message.labels.get(MSG_ID_LABEL), settings.heartbeat_s))
+    waited_since: float | None = None
+    try:
+        while True:
+            try:
+                result = await run_critique_revision(job, state.roles)
+                break
+            except RoleUnavailable as exc:
+                # Keep the job: report it as waiting and retry until the role is back.
+                waited_since = waited_since or time.monotonic()
+                error = ErrorDetail(message=str(exc), type="service_unavailable", param=exc.role,
+                                    code="model_unavailable")
+                if time.monotonic() - waited_since > settings.role_wait_max_s:
+                    await store.set_status(job.job_id, "failed", error.model_dump())
+                    return {"ok": False, "error": error.model_dump()}
+                log.warning("job %s waiting for model role: %s", job.job_id, exc)
+                await store.set_status(job.job_id, "waiting_for_model", error.model_dump())
+                await asyncio.sleep(settings.role_retry_s)
+                await store.set_status(job.job_id, "running")
+            except RoleRequestError as exc:
+                error = ErrorDetail(message=str(exc), type="invalid_request_error", param=exc.role,
+                                    code="model_rejected_request")
+                await store.set_status(job.job_id, "failed", error.model_dump())
+                return {"ok": False, "error": error.model_dump()}
+    finally:
+        beat.cancel()
+    await store.incr(job.job_id, "completions")
+    await store.set_status(job.job_id, "completed")
+    return {"ok": True, "result": result.model_dump(mode="json")}
+
+
+async def serve(settings: Settings, concurrency: int) -> None:
+    if not settings.redis_url:
+        raise SystemExit("REDIS_URL is not set: start the whole stack with `ucai up`, or point REDIS_URL at Redis")
+    broker = make_broker(settings, settings.redis_url, concurrency=concurrency)
+    broker.register_task(critique_task, task_name=TASK_CRITIQUE)
+    broker.is_worker_process = True
+    broker.state.settings = settings
+    broker.state.roles = Roles(settings)
+    redis = Redis.from_url(settings.redis_url)
+    broker.state.store = JobStore(redis, settings.job_ttl_s)
+    await broker.startup()
+    log.info("worker %s consuming %s (concurrency %d)", broker.consumer_name, settings.queue_name, concurrency)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    receiver = asyncio.create_task(
+        run_receiver_task(broker, max_async_tasks=concurrency, ack_time=AcknowledgeType.WHEN_SAVED)
+    )
+    await stop.wait()
+    # Unfinished jobs stay unacknowledged in the stream: another worker reclaims them.
+    receiver.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await receiver
+    await broker.state.roles.aclose()
+    await redis.aclose()
+    await broker.shutdown()
+
+
+async def check(settings: Settings) -> int:
+    try:
+        async with Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0") as redis:
+            await redis.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, default=int(os.environ.get("UCAI_WORKER_CONCURRENCY", 8)),
+                        help="jobs run at once by this process")
+    parser.add_argument("--check", action="store_true", help="exit 0 when Redis answers (container healthcheck)")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    if args.check:
+        raise SystemExit(asyncio.run(check(settings)))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(serve(settings, args.concurrency))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""Static checks of compose.yaml and the Dockerfiles it builds (no Docker engine needed)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = ROOT / "compose.yaml"
+CPU_ENV_FILE = ROOT / "docker" / "cpu.env"
+ROLES = ("generator", "critic", "judge")
+VLLM_GPU_IMAGE = "vllm/vllm-openai:"
+
+
+# ---------------------------------------------------------------- helpers
+
+_VAR = re.compile(r"\$\{(\w+)(?::?[-?]([^${}]*))?\}")
+
+
+def with_defaults(value: str) -> str:
+    """Resolve compose interpolation `${VAR:-default}` (nested too) to the defaults."""
+    while True:
+        resolved = _VAR.sub(lambda m: m.group(2) or "", value)
+        if resolved == value:
+            return resolved
+        value = resolved
+
+
+def command_args(service: dict) -> list[str]:
+    """A service's command as compose passes it: strings are split shell-style."""
+    command = service.get("command", [])
+    if isinstance(command, str):
+        return shlex.split(with_defaults(command))
+    return [with_defaults(str(arg)) for arg in command]
+
+
+def flag_value(args: list[str], flag: str) -> str | None:
+    return args[args.index(flag) + 1] if flag in args else None
+
+
+def volume_mounts(service: dict) -> list[tuple[str, str]]:
+    """(source, target) of each mount, short or long syntax."""
+    mounts = []
+    for vol in service.get("volumes", []):
+        if isinstance(vol, dict):
+            mounts.append((vol.get("source", ""), vol["target"]))
+        else:
+            parts = vol.split(":")
+            mounts.append((parts[0], parts[1]) if len(parts) > 1 else ("", parts[0]))
+    return mounts
+
+
+def is_bind_source(source: str) -> bool:
+    return source.startswith((".", "/", "~"))
+
+
+def is_one_shot(service: dict) -> bool:
+    return str(service.get("restart", "no")) == "no"
+
+
+def has_healthcheck(service: dict) -> bool:
+    check = service.get("healthcheck") or {}
+    test = check.get("test")
+    return bool(test) and not check.get("disable") and test != ["NONE"]
+
+
+def env_file_vars(path: Path) -> dict[str, str]:
+    pairs = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs: comment lines dropped, continuations joined."""
+    lines = [ln for ln in path.read_text().splitlines() if not ln.lstrip().startswith("#")]
+    instructions, current = [], ""
+    for line in lines:
+        if line.rstrip().endswith("\\"):
+            current += line.rstrip()[:-1] + " "
+            continue
+        current += line
+        if current.strip():
+            keyword, _, rest = current.strip().partition(" ")
+            instructions.append((keyword.upper(), rest.strip()))
+        current = ""
+    return instructions
+
+
+def copy_sources(arguments: str) -> list[str] | None:
+    """Sources of a COPY/ADD from the build context; None for `--from=` copies."""
+    if arguments.startswith("["):
+        words = json.loads(arguments)
+    else:
+        words = shlex.split(arguments)
+    flags = [w for w in words if w.startswith("--")]
+    if any(f.startswith("--from") for f in flags):
+        return None
+    paths = [w for w in words if not w.startswith("--")]
+    return paths[:-1]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    assert COMPOSE_FILE.is_file(), f"{COMPOSE_FILE} is missing"
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose) -> dict[str, dict]:
+    assert compose.get("services"), "compose.yaml defines no services"
+    return compose["services"]
+
+
+def builds(services: dict) -> list[tuple[str, Path, Path]]:
+    """(service, context dir, Dockerfile) for every service that is built here."""
+    result = []
+    for name, svc in services.items():
+        build = svc.get("build")
+        if build is None:
+            continue
+        if isinstance(build, str):
+            build = {"context": build}
+        context = ROOT / build.get("context", ".")
+        result.append((name, context, context / build.get("dockerfile", "Dockerfile")))
+    return result
+
+
+# ---------------------------------------------------------------- services
+
+
+def test_every_service_has_image_or_build(services):
+    for name, svc in services.items():
+        assert "image" in svc or "build" in svc, f"service {name!r} has neither image nor build"
+
+
+def test_build_contexts_and_dockerfiles_exist(services):
+    assert builds(services), "no service is built from this repository"
+    for name, context, dockerfile in builds(services):
+        assert context.is_dir(), f"{name}: build context {context} does not exist"
+        assert dockerfile.is_file(), f"{name}: Dockerfile {dockerfile} does not exist"
+
+
+def test_long_running_services_have_healthchecks(services):
+    for name, svc in services.items():
+        if not is_one_shot(svc):
+            assert has_healthcheck(svc), f"long-running service {name!r} has no healthcheck"
+
+
+def test_depends_on_waits_for_healthy_services(services):
+    for name, svc in services.items():
+        depends = svc.get("depends_on", {})
+        assert isinstance(depends, dict), (
+            f"{name}: depends_on must be the long form with condition: service_healthy"
+        )
+        for target, spec in depends.items():
+            assert target in services, f"{name} depends on unknown service {target!r}"
+            assert (spec or {}).get("condition") == "service_healthy", (
+                f"{name} -> {target}: condition must be service_healthy"
+            )
+            assert has_healthcheck(services[target]), (
+                f"{name} waits for {target!r} to be healthy but {target!r} has no healthcheck"
+            )
+            # A service must not wait for one that its own profiles may not start.
+            target_profiles = set(services[target].get("profiles", []))
+            own_profiles = set(svc.get("profiles", []))
+            if target_profiles:
+                assert own_profiles and own_profiles <= target_profiles, (
+                    f"{name} (profiles {sorted(own_profiles) or 'none'}) depends on {target!r}, "
+                    f"which only starts in profiles {sorted(target_profiles)}"
+                )
+
+
+def test_gateway_and_workers(services):
+    gateway, worker = services["gateway"], services["worker"]
+    published = [
+        (str(p.get("published")), str(p.get("target"))) if isinstance(p, dict)
+        else tuple(str(p).split("/")[0].split(":")[-2:])
+        for p in gateway.get("ports", [])
+    ]
+    assert ("8000", "8000") in published, f"gateway must publish port 8000, ports are {published}"
+    assert worker.get("deploy", {}).get("replicas", 1) >= 2, "worker should run 2 replicas"
+    assert "--check" in command_args({"command": worker["healthcheck"]["test"]}), (
+        "worker healthcheck should be `python -m services.worker --check`"
+    )
+    for name in ("gateway", "worker"):
+        svc = services[name]
+        assert not svc.get("profiles"), f"{name} must start without a profile"
+        assert set(svc.get("depends_on", {})) == {"redis"}, (
+            f"{name} must depend on redis only (it tolerates model services being down)"
+        )
+
+
+def test_gateway_and_workers_share_settings(services):
+    gateway_env = services["gateway"]["environment"]
+    worker_env = services["worker"]["environment"]
+    assert gateway_env == worker_env, "gateway and worker should share the x-ucai-env settings"
+    assert gateway_env["REDIS_URL"] == "redis://redis:6379/0"
+    assert gateway_env["UCAI_CONSTITUTIONS_DIR"] == "/constitutions"
+    for name in ("gateway", "worker"):
+        targets = {target: src for src, target in volume_mounts(services[name])}
+        assert targets.get("/constitutions") == "./constitutions.d", (
+            f"{name} must mount ./constitutions.d at /constitutions"
+        )
+
+
+def test_role_defaults_point_at_gpu_services(services):
+    """By default each role's base URL names the GPU service that serves its model name."""
+    env = services["gateway"]["environment"]
+    for role in ROLES:
+        url = urlparse(with_defaults(env[f"UCAI_{role.upper()}__BASE_URL"]))
+        model = with_defaults(env[f"UCAI_{role.upper()}__MODEL"])
+        assert url.hostname in services, f"{role}: base URL host {url.hostname!r} is no service"
+        args = command_args(services[url.hostname])
+        assert flag_value(args, "--served-model-name") == model, (
+            f"{role}: {url.hostname} does not serve model name {model!r}"
+        )
+        assert flag_value(args, "--port") == str(url.port), f"{role}: port mismatch with {url}"
+
+
+def test_gpu_services_reserve_an_nvidia_gpu(services):
+    gpu = {n: s for n, s in services.items() if str(s.get("image", "")).startswith(VLLM_GPU_IMAGE)}
+    assert set(gpu) == set(ROLES), f"expected one vLLM GPU service per role, got {sorted(gpu)}"
+    for name, svc in gpu.items():
+        devices = svc.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+        assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices), (
+            f"{name} does not reserve an nvidia GPU"
+        )
+        assert svc.get("profiles") == ["gpu"], f"{name} should only start in the gpu profile"
+        assert svc.get("ipc") == "host", f"{name} needs ipc: host"
+        assert ("hf-cache", "/root/.cache/huggingface") in volume_mounts(svc), (
+            f"{name} must keep the Hugging Face cache in the hf-cache volume"
+        )
+        assert "HF_TOKEN" in svc.get("environment", {}), f"{name} must pass HF_TOKEN through"
+        assert command_args(svc)[:1] == ["--model"], f"{name}: command should start with --model"
+        start = str(svc["healthcheck"].get("start_period", "0s"))
+        assert start.endswith("s") and int(start[:-1]) >= 300, (
+            f"{name}: start_period {start} is too short for downloading and loading a model"
+        )
+    assert flag_value(command_args(services["judge"]), "--max-logprobs") == "20", (
+        "the judge needs --max-logprobs 20"
+    )
+
+
+def test_cpu_service_serves_the_bundled_model(services):
+    svc = services["vllm-cpu"]
+    assert svc.get("profiles") == ["cpu"], "vllm-cpu should only start in the cpu profile"
+    assert "build" in svc, "vllm-cpu is built from docker/vllm-cpu.Dockerfile"
+    args = command_args(svc)
+    assert args[:3] == ["python", "-m", "services.vllm_launcher"], f"unexpected command {args}"
+    assert flag_value(args, "--served-model-name") == "smollm2"
+    assert flag_value(args, "--port") == "8000"
+    assert flag_value(args, "--max-logprobs") == "20", "the judge role needs --max-logprobs 20"
+    assert "VLLM_CPU_KVCACHE_SPACE" in svc.get("environment", {}), (
+        "VLLM_CPU_KVCACHE_SPACE must be set, or vLLM reserves most of the RAM"
+    )
+
+
+def test_cpu_env_file_points_every_role_at_vllm_cpu(services):
+    assert CPU_ENV_FILE.is_file(), f"{CPU_ENV_FILE} is missing"
+    pairs = env_file_vars(CPU_ENV_FILE)
+    served = flag_value(command_args(services["vllm-cpu"]), "--served-model-name")
+    for role in ROLES:
+        url = urlparse(pairs.get(f"UCAI_{role.upper()}__BASE_URL", ""))
+        assert (url.hostname, url.port) == ("vllm-cpu", 8000), f"{role} base URL in cpu.env: {url}"
+        assert pairs.get(f"UCAI_{role.upper()}__MODEL") == served, f"{role} model in cpu.env"
+    text = COMPOSE_FILE.read_text()
+    for key in pairs:
+        if not key.startswith("COMPOSE_"):
+            assert "${" + key in text, f"cpu.env sets {key}, but compose.yaml never interpolates it"
+    assert "--env-file docker/cpu.env" in text, "compose.yaml should document the CPU usage"
+
+
+def test_redis_persists_to_a_volume(services):
+    redis = services["redis"]
+    args = command_args(redis)
+    assert flag_value(args, "--appendonly") == "yes", "redis must run with --appendonly yes"
+    assert ("redis-data", "/data") in volume_mounts(redis), "redis must keep /data in a volume"
+
+
+# ---------------------------------------------------------------- files and volumes
+
+
+def test_volumes_are_declared_and_bind_sources_exist(compose, services):
+    declared = set(compose.get("volumes") or {})
+    for name, svc in services.items():
+        for source, target in volume_mounts(svc):
+            if not source:
+                continue  # anonymous volume
+            if is_bind_source(source):
+                assert (ROOT / source).exists(), f"{name}: bind-mount source {source} is missing"
+            else:
+                assert source in declared, f"{name}: volume {source!r} is not declared"
+
+
+def test_env_files_exist(services):
+    for name, svc in services.items():
+        env_files = svc.get("env_file", [])
+        for entry in [env_files] if isinstance(env_files, (str, dict)) else env_files:
+            path = entry["path"] if isinstance(entry, dict) else entry
+            assert (ROOT / path).is_file(), f"{name}: env_file {path} is missing"
+
+
+def test_dockerfiles_have_from_and_copy_existing_sources(services):
+    for name, context, dockerfile in builds(services):
+        instructions = dockerfile_instructions(dockerfile)
+        assert instructions and instructions[0][0] in ("FROM", "ARG"), (
+            f"{dockerfile.name} must start with FROM"
+        )
+        assert any(kw == "FROM" for kw, _ in instructions), f"{dockerfile.name} has no FROM"
+        assert any(kw == "CMD" or kw == "ENTRYPOINT" for kw, _ in instructions), (
+            f"{dockerfile.name} has no CMD or ENTRYPOINT"
+        )
+        for keyword, arguments in instructions:
+            if keyword not in ("COPY", "ADD"):
+                continue
+            for source in copy_sources(arguments) or []:
+                if "://" in source:
+                    continue
+                assert list(context.glob(source.rstrip("/"))), (
+                    f"{dockerfile.name}: {keyword} source {source!r} is not in {context}"
+                )

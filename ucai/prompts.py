@@ -1,0 +1,104 @@
+"""Every prompt the system sends is built here, from the constitution (roles, tests and benchmarks share it)."""
+from __future__ import annotations
+
+import re
+
+from ucai.constitutions.schema import Constitution, CritiqueRevisionPair, Demonstration
+from ucai.schemas import ChatMessage
+
+Messages = list[dict[str, str]]
+
+
+def _system(constitution: Constitution) -> Messages:
+    return [{"role": "system", "content": constitution.system_prompt}] if constitution.system_prompt else []
+
+
+def _demonstration_turns(demo: Demonstration) -> Messages:
+    return [
+        {"role": "user", "content": demo.prompt},
+        {"role": "assistant", "content": demo.response},
+        {"role": "user", "content": demo.critique_request},
+        {"role": "assistant", "content": demo.critique},
+        {"role": "user", "content": demo.revision_request},
+        {"role": "assistant", "content": demo.revision},
+    ]
+
+
+def few_shot(constitution: Constitution) -> Messages:
+    """The demonstrations, prepended so small models keep critiques and revisions apart."""
+    turns: Messages = []
+    for demo in constitution.demonstrations:
+        turns += _demonstration_turns(demo)
+    return turns
+
+
+def _conversation(conversation: list[ChatMessage]) -> Messages:
+    # A caller's system turn is kept only in the answer prompt: in the critique prompts the
+    # constitution's system prompt (if any) governs.
+    return [{"role": m.role, "content": m.content} for m in conversation if m.role != "system"]
+
+
+def answer_messages(constitution: Constitution, conversation: list[ChatMessage]) -> Messages:
+    """Round 0: the generator answers the user's conversation as it is."""
+    messages = [{"role": m.role, "content": m.content} for m in conversation]
+    if constitution.system_prompt and not any(m.role == "system" for m in conversation):
+        messages = _system(constitution) + messages
+    return messages
+
+
+def critique_messages(
+    constitution: Constitution, conversation: list[ChatMessage], answer: str, pair: CritiqueRevisionPair
+) -> Messages:
+    """The critic sees the few-shot block, the conversation, the latest answer and the critique request."""
+    return (
+        _system(constitution)
+        + few_shot(constitution)
+        + _conversation(conversation)
+        + [{"role": "assistant", "content": answer}, {"role": "user", "content": pair.critique}]
+    )
+
+
+def revision_messages(
+    constitution: Constitution, conversation: list[ChatMessage], answer: str, pair: CritiqueRevisionPair,
+    critique: str,
+) -> Messages:
+    """The generator rewrites its answer given the critique and the paired revision request."""
+    return critique_messages(constitution, conversation, answer, pair) + [
+        {"role": "assistant", "content": critique},
+        {"role": "user", "content": pair.revision},
+    ]
+
+
+# Role-play artefacts small models emit: labels and "Sure, here is a revised response:" lead-ins.
+_LEAD_INS = [
+    re.compile(r"^(?:sure|certainly|of course|okay|ok)[,!.]?\s*(?=here)", re.I),
+    re.compile(
+        r"^here(?:'s| is| are)\s+(?:a|an|the|my)?\s*(?:revised|rewritten|amended|updated|improved|new|"
+        r"critique|revision)[^\n:]{0,80}:\s*",
+        re.I,
+    ),
+    re.compile(
+        r"^(?:\*\*)?(?:revision|revised (?:response|answer|version)|rewritten (?:response|answer)|critique|"
+        r"critique response|assistant|answer|response)(?:\*\*)?\s*:\s*(?:\*\*)?\s*",
+        re.I,
+    ),
+]
+# Where a model starts writing the next turn itself, the answer has ended.
+_TURN_MARKERS = re.compile(
+    r"\n\s*(?:human|user|assistant|critique ?request|revision ?request)\s*:|\[INST\]|<\|im_(?:start|end)\|>|</s>",
+    re.I,
+)
+
+
+def clean_output(text: str) -> str:
+    text = _TURN_MARKERS.split(text, maxsplit=1)[0].strip()
+    changed = True
+    while changed:
+        changed = False
+        for pattern in _LEAD_INS:
+            stripped = pattern.sub("", text, count=1).lstrip()
+            if stripped != text and stripped:
+                text, changed = stripped, True
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1].strip()
+    return text

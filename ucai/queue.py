@@ -1,0 +1,134 @@
+"""Queue wiring shared by the gateway (producer) and the workers (consumers).
+
+taskiq + taskiq-redis: a Redis *stream* broker (a job is acknowledged only after its
+result is saved; a job whose worker died is reclaimed by XAUTOCLAIM and rerun) and a
+Redis result backend, both JSON. Job status lives in a small Redis hash per job
+(`JobStore`) so the gateway can answer `GET /jobs/{id}` without importing worker code.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncGenerator
+
+from redis.asyncio import Redis
+from taskiq import AckableMessage
+from taskiq.serializers import JSONSerializer
+from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
+
+from ucai.settings import Settings
+
+TASK_CRITIQUE = "ucai.critique"
+MSG_ID_LABEL = "ucai_stream_id"
+JOB_NAMESPACE = uuid.UUID("6f1c1d0e-5b8a-4f43-9d0c-6a3a3c7e2b11")
+
+
+def job_id_for(kind: str, idempotency_key: str | None) -> str:
+    """Deterministic id for an idempotency key (same key → same job); random otherwise."""
+    if idempotency_key:
+        return str(uuid.uuid5(JOB_NAMESPACE, f"{kind}:{idempotency_key}"))
+    return str(uuid.uuid4())
+
+
+class ReclaimingStreamBroker(RedisStreamBroker):
+    """RedisStreamBroker that also reclaims abandoned jobs while the stream is idle.
+
+    The upstream `listen` only runs XAUTOCLAIM after a read that returned new messages,
+    so a job held by a dead worker waits for unrelated traffic. Here every loop
+    iteration reclaims. Each delivered message also carries its stream id as a label,
+    so the running task can heartbeat (XCLAIM ... JUSTID resets the idle time) and a
+    long job is never stolen from a live worker.
+    """
+
+    def _tagged(self, data: bytes, msg_id: bytes | str) -> bytes:
+        message = json.loads(data)
+        message.setdefault("labels", {})[MSG_ID_LABEL] = (
+            msg_id.decode() if isinstance(msg_id, bytes) else msg_id
+        )
+        return json.dumps(message).encode()
+
+    async def listen(self) -> AsyncGenerator[AckableMessage, None]:
+        async with Redis(connection_pool=self.connection_pool) as conn:
+            while True:
+                reclaimed = await conn.xautoclaim(
+                    self.queue_name, self.consumer_group_name, self.consumer_name,
+                    min_idle_time=self.idle_timeout, count=self.unacknowledged_batch_size,
+                )
+                fetched = await conn.xreadgroup(
+                    self.consumer_group_name, self.consumer_name, {self.queue_name: ">"},
+                    block=self.block, count=self.count,
+                )
+                batch = list(reclaimed[1]) + [m for _, msgs in fetched for m in msgs]
+                for msg_id, fields in batch:
+                    if not fields:  # entry deleted from the stream
+                        await conn.xack(self.queue_name, self.consumer_group_name, msg_id)
+                        continue
+                    yield AckableMessage(
+                        data=self._tagged(fields[b"data"], msg_id),
+                        ack=self._ack_generator(id=msg_id, queue_name=self.queue_name),
+                    )
+
+    async def renew(self, msg_id: str) -> None:
+        """Heartbeat: reset the idle time of a message this worker is still working on."""
+        async with Redis(connection_pool=self.connection_pool) as conn:
+            await conn.xclaim(
+                self.queue_name, self.consumer_group_name, self.consumer_name,
+                min_idle_time=0, message_ids=[msg_id], justid=True,
+            )
+
+
+def make_broker(settings: Settings, redis_url: str, concurrency: int = 8) -> ReclaimingStreamBroker:
+    backend = RedisAsyncResultBackend(
+        redis_url, result_ex_time=settings.job_ttl_s, serializer=JSONSerializer(), prefix_str="ucai:result",
+    )
+    broker = ReclaimingStreamBroker(
+        redis_url,
+        queue_name=settings.queue_name,
+        consumer_group_name="ucai-workers",
+        consumer_id="0",  # a group created after jobs were queued still sees them
+        idle_timeout=int(settings.redelivery_idle_s * 1000),
+        xread_count=concurrency,
+        xread_block=1000,
+    )
+    return broker.with_result_backend(backend).with_serializer(JSONSerializer())
+
+
+class JobStore:
+    """Status of every job, one Redis hash per job: `ucai:job:{id}`."""
+
+    def __init__(self, redis: Redis, ttl_s: int):
+        self.redis = redis
+        self.ttl_s = ttl_s
+
+    @staticmethod
+    def key(job_id: str) -> str:
+        return f"ucai:job:{job_id}"
+
+    async def create(self, job_id: str, kind: str, request_json: str) -> bool:
+        """Record a new job; False when a job with this id already exists (idempotent submit)."""
+        now = time.time()
+        created = await self.redis.hsetnx(self.key(job_id), "status", "queued")
+        if not created:
+            return False
+        await self.redis.hset(
+            self.key(job_id),
+            mapping={"kind": kind, "created_at": now, "updated_at": now, "attempts": 0,
+                     "completions": 0, "request": request_json},
+        )
+        await self.redis.expire(self.key(job_id), self.ttl_s)
+        return True
+
+    async def set_status(self, job_id: str, status: str, error: dict | None = None) -> None:
+        mapping: dict = {"status": status, "updated_at": time.time()}
+        mapping["error"] = json.dumps(error) if error else ""
+        await self.redis.hset(self.key(job_id), mapping=mapping)
+
+    async def incr(self, job_id: str, field: str) -> int:
+        return await self.redis.hincrby(self.key(job_id), field, 1)
+
+    async def get(self, job_id: str) -> dict[str, str] | None:
+        raw = await self.redis.hgetall(self.key(job_id))
+        if not raw:
+            return None
+        return {k.decode(): v.decode() for k, v in raw.items()}

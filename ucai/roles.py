@@ -1,0 +1,182 @@
+"""The model-role client: generator, critic and judge are OpenAI-compatible HTTP endpoints.
+
+Works with any OpenAI-compatible server (vLLM, TGI, llama.cpp, a hosted API). Retries
+429/5xx/connection errors with exponential backoff (honouring Retry-After), bounds the
+number of requests in flight per role, and tells a role that is down (`RoleUnavailable`,
+worth retrying later) from a request the role refused (`RoleRequestError`, permanent).
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ucai.settings import ROLE_NAMES, RoleSettings, Settings
+
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+class RoleError(Exception):
+    def __init__(self, role: str, message: str, status: int | None = None):
+        super().__init__(f"{role}: {message}")
+        self.role = role
+        self.status = status
+
+
+class RoleUnavailable(RoleError):
+    """The endpoint did not answer (or kept answering 429/5xx) — retry later, keep the job."""
+
+
+class RoleRequestError(RoleError):
+    """The endpoint refused the request (4xx, e.g. prompt longer than the context) — permanent."""
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+class RoleClient:
+    def __init__(self, name: str, settings: RoleSettings, http: httpx.AsyncClient):
+        self.name = name
+        self.settings = settings
+        self.http = http
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self.base_url = settings.base_url.rstrip("/")
+
+    @property
+    def model(self) -> str:
+        return self.settings.model
+
+    def _sampling(self, max_tokens: int | None, temperature: float | None, seed: int | None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.settings.model,
+            "max_tokens": max_tokens or self.settings.max_tokens,
+            "temperature": self.settings.temperature if temperature is None else temperature,
+            "top_p": self.settings.top_p,
+        }
+        if seed is not None:
+            body["seed"] = seed
+        return body
+
+    async def chat(
+        self, messages: list[dict[str, str]], *, max_tokens: int | None = None,
+        temperature: float | None = None, seed: int | None = None, **extra: Any,
+    ) -> Completion:
+        body = {**self._sampling(max_tokens, temperature, seed), "messages": messages, **extra}
+        data = await self._post("/chat/completions", body)
+        choice = data["choices"][0]
+        usage = data.get("usage") or {}
+        return Completion(
+            text=choice["message"].get("content") or "",
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            completion_tokens=usage.get("completion_tokens", 0),
+            finish_reason=choice.get("finish_reason"),
+            raw=data,
+        )
+
+    async def ping(self) -> None:
+        """Raise RoleUnavailable unless the endpoint answers its model list."""
+        try:
+            response = await self.http.get(f"{self.base_url}/models", headers=self._headers(), timeout=5.0)
+        except httpx.HTTPError as exc:
+            raise RoleUnavailable(self.name, f"{self.base_url} unreachable: {exc!r}") from exc
+        if response.status_code != 200:
+            raise RoleUnavailable(self.name, f"{self.base_url}/models answered {response.status_code}", response.status_code)
+
+    async def context_length(self) -> int | None:
+        """vLLM reports `max_model_len` in its model list; other servers may not (None)."""
+        try:
+            response = await self.http.get(f"{self.base_url}/models", headers=self._headers(), timeout=5.0)
+            for model in response.json().get("data", []):
+                if model.get("id") == self.settings.model and model.get("max_model_len"):
+                    return int(model["max_model_len"])
+        except (httpx.HTTPError, ValueError):
+            return None
+        return None
+
+    async def count_chat_tokens(self, messages: list[dict[str, str]]) -> int | None:
+        """Exact count through vLLM's /tokenize (at the server root); None where there is none."""
+        root = self.base_url.removesuffix("/v1")
+        try:
+            response = await self.http.post(
+                f"{root}/tokenize", json={"model": self.settings.model, "messages": messages},
+                headers=self._headers(), timeout=10.0,
+            )
+            if response.status_code == 200:
+                return int(response.json()["count"])
+        except (httpx.HTTPError, ValueError, KeyError):
+            return None
+        return None
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.settings.api_key}"}
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        url = f"{self.base_url}{path}"
+        last: str = ""
+        async with self._slots:
+            for attempt in range(self.settings.max_retries + 1):
+                delay = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random())
+                try:
+                    response = await self.http.post(
+                        url, json=body, headers=self._headers(), timeout=self.settings.timeout_s
+                    )
+                except httpx.HTTPError as exc:  # connection refused, reset, timeout
+                    last = repr(exc)
+                else:
+                    if response.status_code == 200:
+                        return response.json()
+                    if response.status_code not in RETRY_STATUS:
+                        raise RoleRequestError(self.name, _error_message(response), response.status_code)
+                    last = f"HTTP {response.status_code}: {_error_message(response)}"
+                    retry_after = response.headers.get("retry-after", "")
+                    if retry_after.replace(".", "", 1).isdigit():
+                        delay = min(60.0, float(retry_after))
+                if attempt < self.settings.max_retries:
+                    await asyncio.sleep(delay)
+        raise RoleUnavailable(self.name, f"{url} failed after {self.settings.max_retries + 1} tries: {last}")
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    error = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(error, dict):
+        return str(error.get("message", error))[:500]
+    return str(error)[:500]
+
+
+class Roles:
+    """The three role clients, sharing one HTTP connection pool; build once, close once."""
+
+    def __init__(self, settings: Settings):
+        self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+        self.clients = {name: RoleClient(name, settings.role(name), self.http) for name in ROLE_NAMES}
+
+    def __getitem__(self, name: str) -> RoleClient:
+        return self.clients[name]
+
+    @property
+    def generator(self) -> RoleClient:
+        return self.clients["generator"]
+
+    @property
+    def critic(self) -> RoleClient:
+        return self.clients["critic"]
+
+    @property
+    def judge(self) -> RoleClient:
+        return self.clients["judge"]
+
+    async def aclose(self) -> None:
+        await self.http.aclose()

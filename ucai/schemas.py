@@ -1,0 +1,144 @@
+"""Every payload that crosses a process boundary: API bodies, queue jobs, results (JSON only)."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from ucai.constitutions.schema import Constitution
+
+JobState = Literal["queued", "running", "waiting_for_model", "completed", "failed"]
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorEnvelope(BaseModel):
+    """The one error body of every 4xx/5xx (the OpenAI / vLLM shape)."""
+
+    error: ErrorDetail
+    job: dict[str, Any] | None = Field(None, description="The accepted job, when the error is about waiting for it.")
+    checks: dict[str, str] | None = Field(None, description="Dependency checks, on GET /ready.")
+
+
+class CritiqueRequest(BaseModel):
+    """Body of POST /critique."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str | None = Field(None, description="A single user prompt (or give `messages`).")
+    messages: list[ChatMessage] | None = Field(
+        None, validate_default=True, description="A full conversation ending with a user turn (or give `prompt`)."
+    )
+    constitution: str = Field("ethical", description="Name of a loaded constitution (GET /constitutions).")
+    rounds: int = Field(1, ge=1, le=8, description="Critique → revision rounds, a new principle each round.")
+    principles: list[str] | None = Field(
+        None, min_length=1, description="Principles to use, cycled over the rounds; default: sampled (seeded)."
+    )
+    seed: int | None = Field(None, description="Seeds principle sampling and the model's sampling.")
+    max_tokens: int | None = Field(None, ge=1, le=4096, description="Per model call; default: the role's setting.")
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description="Default: each role's setting.")
+    wait: bool = Field(True, description="Answer with the result (200) or at once with the job (202).")
+    timeout_s: float | None = Field(None, gt=0, description="With `wait`, how long to wait before answering 202.")
+    idempotency_key: str | None = Field(
+        None, max_length=200, description="Same key → same job id; the job runs once (also the Idempotency-Key header)."
+    )
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, prompt: str | None) -> str | None:
+        if prompt is not None and not prompt.strip():
+            raise ValueError("prompt must not be empty or whitespace")
+        return prompt
+
+    @field_validator("messages")
+    @classmethod
+    def _exactly_one_input(cls, messages: list[ChatMessage] | None, info: ValidationInfo) -> list[ChatMessage] | None:
+        has_prompt = info.data.get("prompt") is not None
+        if "prompt" not in info.data:  # prompt itself was invalid; its error is reported
+            return messages
+        if has_prompt == (messages is not None):
+            raise ValueError("give exactly one of 'prompt' or 'messages'")
+        if messages is not None:
+            if not messages or messages[-1].role != "user":
+                raise ValueError("messages must end with a user turn")
+            if any(not m.content.strip() for m in messages if m.role == "user"):
+                raise ValueError("user messages must not be empty or whitespace")
+        return messages
+
+    def conversation(self) -> list[ChatMessage]:
+        if self.messages is not None:
+            return list(self.messages)
+        return [ChatMessage(role="user", content=self.prompt or "")]
+
+
+class CritiqueJob(BaseModel):
+    """What the gateway puts on the queue: the request plus the exact constitution it was validated against."""
+
+    job_id: str
+    request: CritiqueRequest
+    constitution: Constitution
+
+
+class RevisionStep(BaseModel):
+    round: int
+    principle: str
+    critique_request: str
+    critique: str
+    revision_request: str
+    revision: str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    requests: int = 0
+
+    def add(self, prompt_tokens: int, completion_tokens: int) -> None:
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        self.total_tokens += prompt_tokens + completion_tokens
+        self.requests += 1
+
+
+class CritiqueResult(BaseModel):
+    id: str
+    status: Literal["completed"] = "completed"
+    constitution: str
+    constitution_hash: str
+    initial_response: str
+    revisions: list[RevisionStep]
+    final_response: str
+    usage: Usage
+    timings: dict[str, float] = Field(description="Seconds: initial, each round, total.")
+    models: dict[str, str] = Field(default_factory=dict, description="Model name used for each role.")
+
+
+class JobLinks(BaseModel):
+    self: str
+
+
+class JobView(BaseModel):
+    """GET /jobs/{id} and the 202 answer."""
+
+    id: str
+    kind: str
+    status: JobState
+    created_at: float | None = None
+    updated_at: float | None = None
+    attempts: int = 0
+    error: ErrorDetail | None = None
+    result: dict[str, Any] | None = Field(None, description="The job's result once completed (e.g. a CritiqueResult).")
+    links: JobLinks

@@ -1,0 +1,68 @@
+"""All configuration, from the environment (prefix UCAI_, nested roles with "__").
+
+Examples: UCAI_GENERATOR__BASE_URL=http://gen:8000/v1, UCAI_JUDGE__MODEL=judge,
+REDIS_URL=redis://redis:6379/0 (or UCAI_REDIS_URL).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROLE_NAMES = ("generator", "critic", "judge")
+
+
+class RoleSettings(BaseModel):
+    """One model role: any OpenAI-compatible endpoint (vLLM, TGI, llama.cpp server, a hosted API)."""
+
+    base_url: str = Field("http://127.0.0.1:8001/v1", description="OpenAI-compatible base URL, ending in /v1.")
+    model: str = Field("smollm2", description="Model name sent in each request (vLLM's --served-model-name).")
+    api_key: str = Field("EMPTY", description="Bearer token; vLLM ignores it unless started with --api-key.")
+    temperature: float = Field(0.7, ge=0.0, le=2.0, description="Default sampling temperature.")
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_tokens: int = Field(256, ge=1, description="Default completion length.")
+    timeout_s: float = Field(120.0, gt=0, description="Timeout of one HTTP request.")
+    max_retries: int = Field(4, ge=0, description="Retries on 429/5xx/connection errors, with exponential backoff.")
+    concurrency: int = Field(16, ge=1, description="Concurrent requests per worker process to this role.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="UCAI_", env_nested_delimiter="__", extra="ignore")
+
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("UCAI_REDIS_URL", "REDIS_URL"),
+        description="Redis to use. Unset: the local stack starts its own redis-server.",
+    )
+    queue_name: str = Field("ucai:jobs", description="Redis stream that carries jobs.")
+    job_ttl_s: int = Field(7 * 24 * 3600, description="How long job status and results are kept.")
+    redelivery_idle_s: float = Field(
+        60.0, description="A job whose worker stopped heart-beating for this long is reclaimed by another worker."
+    )
+    heartbeat_s: float = Field(5.0, description="How often a running job renews its lease.")
+    role_retry_s: float = Field(10.0, description="While a role endpoint is down, how often the job retries it.")
+    role_wait_max_s: float = Field(3600.0, description="Give up on a job after its roles were down this long.")
+
+    constitutions_dir: Path | None = Field(None, description="Extra folder of constitution YAML/JSON files.")
+    cache_dir: Path = Field(Path.home() / ".cache" / "ucai", description="Prepared models and local Redis data.")
+    model_path: str | None = Field(
+        None, description="HF model path or id for the local vllm serve; unset: the bundled SmolLM2 (prepared)."
+    )
+    max_model_len: int = Field(8192, description="Context length the local vllm serve is started with.")
+
+    generator: RoleSettings = RoleSettings()
+    critic: RoleSettings = RoleSettings(temperature=0.7)
+    judge: RoleSettings = RoleSettings(temperature=0.0, max_tokens=8)
+
+    max_body_bytes: int = Field(1_000_000, description="Request bodies larger than this are refused (413).")
+    max_wait_s: float = Field(600.0, description="Longest a `wait=true` request may block.")
+
+    def role(self, name: str) -> RoleSettings:
+        return getattr(self, name)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
