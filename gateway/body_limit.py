@@ -3,11 +3,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import error_response
-
-
-class BodyTooLarge(Exception):
-    pass
+from gateway.errors import APIError, error_response
 
 
 class BodySizeLimit:
@@ -31,13 +27,11 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise BodyTooLarge
+                    raise APIError(413, f"request body over the limit of {self.max_bytes} bytes",
+                                   code="body_too_large")
             return message
 
-        try:
-            await self.app(scope, counting_receive, send)
-        except BodyTooLarge:
-            await self._refuse(scope, receive, send)
+        await self.app(scope, counting_receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(413, f"request body over the limit of {self.max_bytes} bytes",

@@ -16,10 +16,12 @@ _TYPES = {400: "invalid_request_error", 404: "not_found_error", 405: "invalid_re
           413: "request_too_large", 422: "invalid_request_error", 503: "service_unavailable"}
 
 
-class APIError(Exception):
+class APIError(StarletteHTTPException):
+    """An error with the envelope's fields. An HTTPException, so FastAPI passes it through body parsing."""
+
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
                  job: dict | None = None, headers: dict[str, str] | None = None):
-        super().__init__(message)
+        super().__init__(status, message, headers)
         self.status, self.message, self.param, self.code = status, message, param, code
         self.job, self.headers = job, headers
 

@@ -28,6 +28,8 @@ def schedule_principles(
         while len(chosen) < rounds:
             cycle = list(constitution.principles)
             rng.shuffle(cycle)
+            if chosen and len(cycle) > 1 and cycle[0].name == chosen[-1].name:
+                cycle[0], cycle[-1] = cycle[-1], cycle[0]  # no repeat across the cycle boundary
             chosen += cycle
         chosen = chosen[:rounds]
     return [(p, rng.choice(p.pairs)) for p in chosen]

