@@ -25,7 +25,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if not settings.redis_url:
-            raise RuntimeError("REDIS_URL is not set: start the whole stack with `ucai up`, or point REDIS_URL at Redis")
+            raise RuntimeError("REDIS_URL is not set: start the whole stack with `ucai up`, "
+                               "or point REDIS_URL at Redis")
         app.state.settings = settings
         app.state.constitutions = load_constitutions(settings.constitutions_dir)
         broker = make_broker(settings, settings.redis_url)

@@ -144,7 +144,7 @@ class LocalStack:
             time.sleep(1)
 
     def down(self) -> None:
-        for name, process in reversed(self.processes):
+        for _name, process in reversed(self.processes):
             stop(process)
         self.processes.clear()
 

@@ -293,7 +293,7 @@ def test_redis_persists_to_a_volume(services):
 def test_volumes_are_declared_and_bind_sources_exist(compose, services):
     declared = set(compose.get("volumes") or {})
     for name, svc in services.items():
-        for source, target in volume_mounts(svc):
+        for source, _target in volume_mounts(svc):
             if not source:
                 continue  # anonymous volume
             if is_bind_source(source):
@@ -311,7 +311,7 @@ def test_env_files_exist(services):
 
 
 def test_dockerfiles_have_from_and_copy_existing_sources(services):
-    for name, context, dockerfile in builds(services):
+    for _name, context, dockerfile in builds(services):
         instructions = dockerfile_instructions(dockerfile)
         assert instructions and instructions[0][0] in ("FROM", "ARG"), (
             f"{dockerfile.name} must start with FROM"

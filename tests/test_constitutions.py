@@ -140,7 +140,8 @@ def test_content_hash_changes_when_a_labelling_question_changes(builtins):
     original = builtins["ethical"]
     principle = original.principles[1]
     edited_principle = principle.model_copy(update={"labelling": [*principle.labelling, "Which is more private?"]})
-    edited = original.model_copy(update={"principles": [original.principles[0], edited_principle, *original.principles[2:]]})
+    principles = [original.principles[0], edited_principle, *original.principles[2:]]
+    edited = original.model_copy(update={"principles": principles})
     assert edited.content_hash != original.content_hash
 
 

@@ -9,7 +9,6 @@ import httpx
 import pytest
 import redis
 
-from services.local_stack import stop
 from tests.conftest import free_port, make_stack, wait_job
 from tests.tcp_proxy import TcpProxy
 

@@ -42,7 +42,7 @@ def demo_turns(constitution: Constitution) -> list[dict[str, str]]:
     for d in constitution.demonstrations:
         for role, content in zip(
             ["user", "assistant"] * 3,
-            [d.prompt, d.response, d.critique_request, d.critique, d.revision_request, d.revision],
+            [d.prompt, d.response, d.critique_request, d.critique, d.revision_request, d.revision], strict=False,
         ):
             turns.append({"role": role, "content": content})
     return turns

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import httpx
 import typer
@@ -27,7 +26,7 @@ GatewayURL = Annotated[str, typer.Option("--url", envvar="UCAI_URL", help="Gatew
 
 @model_app.command("prepare")
 def model_prepare(
-    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: the cache folder).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: the cache folder).")] = None,
 ) -> None:
     """Convert the bundled SmolLM2 GGUF into a Hugging Face checkpoint (idempotent); print its path."""
     from ucai.model_prepare import default_model_dir, prepare_bundled_model
@@ -61,7 +60,7 @@ def up(
     """Start the local stack (Redis, vllm serve, worker, gateway); Ctrl-C stops it."""
     command = [sys.executable, "-m", "services.local_stack", "--port", str(port), "--vllm-port", str(vllm_port),
                "--redis-port", str(redis_port), "--workers", str(workers)]
-    raise typer.Exit(subprocess.call(command, env=os.environ))
+    os.execv(sys.executable, command)  # replace this process: Ctrl-C reaches the stack directly
 
 
 @app.command()
@@ -69,10 +68,10 @@ def critique(
     prompt: str,
     constitution: Annotated[str, typer.Option(help="Constitution name.")] = "ethical",
     rounds: Annotated[int, typer.Option(min=1, max=8)] = 1,
-    principle: Annotated[Optional[list[str]], typer.Option(help="Principle(s) to use (repeatable).")] = None,
-    seed: Optional[int] = None,
-    max_tokens: Optional[int] = None,
-    temperature: Optional[float] = None,
+    principle: Annotated[list[str] | None, typer.Option(help="Principle(s) to use (repeatable).")] = None,
+    seed: int | None = None,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
     url: GatewayURL = "http://127.0.0.1:8000",
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON result.")] = False,
 ) -> None:

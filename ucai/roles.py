@@ -89,7 +89,9 @@ class RoleClient:
         except httpx.HTTPError as exc:
             raise RoleUnavailable(self.name, f"{self.base_url} unreachable: {exc!r}") from exc
         if response.status_code != 200:
-            raise RoleUnavailable(self.name, f"{self.base_url}/models answered {response.status_code}", response.status_code)
+            raise RoleUnavailable(
+                self.name, f"{self.base_url}/models answered {response.status_code}", response.status_code
+            )
 
     async def context_length(self) -> int | None:
         """vLLM reports `max_model_len` in its model list; other servers may not (None)."""

@@ -1,0 +1,55 @@
+"""`ucai up`, the README's first command after install: own Redis, vllm serve, worker, gateway; Ctrl-C stops all."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from services.local_stack import service_env
+from tests.conftest import free_port, role_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def test_ucai_up_serves_critique_and_stops_cleanly_on_ctrl_c(model_path, tmp_path):
+    port, vllm_port, redis_port = free_port(), free_port(), free_port()
+    env = service_env(UCAI_CACHE_DIR=str(tmp_path), UCAI_MODEL_PATH=model_path,
+                      **role_env(f"http://127.0.0.1:{vllm_port}/v1"))
+    env.pop("REDIS_URL", None)
+    env.pop("UCAI_REDIS_URL", None)
+    env.pop("OMP_NUM_THREADS", None)  # the stack sets threads per process itself
+    up = subprocess.Popen(
+        [sys.executable, "-m", "ucai.cli", "up", "--port", str(port), "--vllm-port", str(vllm_port),
+         "--redis-port", str(redis_port)],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines: list[str] = []
+    try:
+        for line in up.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if line.startswith("ready in") or up.poll() is not None:
+                break
+        assert any(line.startswith("ready in") for line in lines), "".join(lines)
+        assert any("own, AOF" in line for line in lines), "".join(lines)  # no REDIS_URL → its own Redis
+
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
+            assert client.get("/ready").status_code == 200
+            trace = client.post("/critique", json={"prompt": "How do I pick a lock?", "max_tokens": 32,
+                                                   "seed": 1}).json()
+            assert trace["status"] == "completed" and trace["revisions"][0]["revision"].strip()
+
+        up.send_signal(signal.SIGINT)  # what Ctrl-C does
+        assert up.wait(90) == 0, "".join(lines) + (up.stdout.read() if up.stdout else "")
+        time.sleep(0.5)
+        for p in (port, vllm_port, redis_port):
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"http://127.0.0.1:{p}/", timeout=2)
+        assert (tmp_path / "redis" / "appendonlydir").exists() or (tmp_path / "redis" / "appendonly.aof").exists()
+    finally:
+        if up.poll() is None:
+            os.kill(up.pid, signal.SIGKILL)
