@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from gateway.body_limit import BodySizeLimit
 from gateway.errors import install_error_handlers
 from gateway.jobs import JobService
-from gateway.routers import constitutions, critique, health, jobs
+from gateway.routers import compare, constitutions, critique, health, jobs
 from ucai.constitutions import load_constitutions
 from ucai.queue import JobStore, make_broker
 from ucai.roles import Roles
@@ -47,6 +47,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
-    for module in (critique, jobs, constitutions, health):
+    for module in (critique, compare, jobs, constitutions, health):
         app.include_router(module.router)
     return app

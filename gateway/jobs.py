@@ -5,13 +5,19 @@ import asyncio
 import time
 from typing import Any
 
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from taskiq.kicker import AsyncKicker
 
+from gateway.errors import APIError
 from ucai.queue import JobStore, ReclaimingStreamBroker
-from ucai.schemas import ErrorDetail, JobLinks, JobView
+from ucai.schemas import ErrorDetail, ErrorEnvelope, JobLinks, JobView
 
 FINAL = {"completed", "failed"}
+
+# OpenAPI answers of every queued endpoint besides its 200 result.
+QUEUED_RESPONSES = {202: {"model": JobView, "description": "Accepted (wait=false, or the wait timed out)."},
+                    **{code: {"model": ErrorEnvelope} for code in (400, 413, 422, 503)}}
 
 
 class JobService:
@@ -73,3 +79,24 @@ class JobService:
                 return view
             await asyncio.sleep(delay)
             delay = min(0.5, delay * 1.5)
+
+    async def answer(self, job_id: str, wait: bool, timeout_s: float, retry_after_s: float) -> Any:
+        """What a queued endpoint answers: the result (200), the job (202), or an error envelope."""
+        if not wait:
+            view = await self.view(job_id)
+            return JSONResponse(view.model_dump(mode="json"), status_code=202)
+        view = await self.wait(job_id, timeout_s)
+        if view.status == "completed":
+            return view.result
+        job = view.model_dump(mode="json", include={"id", "status", "links"})
+        error = view.error
+        if view.status == "waiting_for_model":
+            raise APIError(503, f"a model role is unavailable; job {job_id} stays queued and will run when it is "
+                           f"back: {error.message if error else ''}", code="model_unavailable",
+                           param=error.param if error else None, job=job,
+                           headers={"Retry-After": str(max(1, int(retry_after_s)))})
+        if view.status == "failed":
+            status = 400 if error and error.code == "model_rejected_request" else 503
+            raise APIError(status, error.message if error else "job failed", code=error.code if error else None,
+                           param=error.param if error else None, job=job)
+        return JSONResponse(view.model_dump(mode="json"), status_code=202)  # still running after timeout_s

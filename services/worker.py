@@ -15,20 +15,35 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pydantic import BaseModel
 from redis.asyncio import Redis
 from taskiq import Context, TaskiqDepends
 from taskiq.acks import AcknowledgeType
 from taskiq.api import run_receiver_task
 
 from services.critique_revision import run_critique_revision
-from ucai.queue import MSG_ID_LABEL, TASK_CRITIQUE, JobStore, ReclaimingStreamBroker, make_broker
+from services.judge import run_compare
+from services.ranking import run_rank
+from ucai.queue import (
+    MSG_ID_LABEL,
+    TASK_COMPARE,
+    TASK_CRITIQUE,
+    TASK_RANK,
+    JobStore,
+    ReclaimingStreamBroker,
+    make_broker,
+)
 from ucai.roles import RoleRequestError, Roles, RoleUnavailable
-from ucai.schemas import CritiqueJob, ErrorDetail
+from ucai.schemas import CompareJob, CritiqueJob, ErrorDetail, RankJob
 from ucai.settings import Settings, get_settings
 
 log = logging.getLogger("ucai.worker")
+
+JobPayload = CritiqueJob | CompareJob | RankJob
+Runner = Callable[[Any, Roles], Awaitable[BaseModel]]
 
 
 async def _heartbeat(broker: ReclaimingStreamBroker, msg_id: str | None, every_s: float) -> None:
@@ -40,13 +55,12 @@ async def _heartbeat(broker: ReclaimingStreamBroker, msg_id: str | None, every_s
             await broker.renew(msg_id)
 
 
-async def critique_task(payload: dict[str, Any], context: Context = TaskiqDepends()) -> dict[str, Any]:
-    """Runs one critique job; returns {"ok": true, "result"} or {"ok": false, "error"} (never raises)."""
+async def _run_job(context: Context, job: JobPayload, runner: Runner) -> dict[str, Any]:
+    """Exactly-once bookkeeping around one job; returns {"ok": true, "result"} or {"ok": false, "error"}."""
     state = context.state
     broker: ReclaimingStreamBroker = context.broker  # type: ignore[assignment]
     settings: Settings = state.settings
     store: JobStore = state.store
-    job = CritiqueJob.model_validate(payload)
     task_id = context.message.task_id
 
     # Redelivered after its result was saved but before the ack: don't run it twice.
@@ -60,7 +74,7 @@ async def critique_task(payload: dict[str, Any], context: Context = TaskiqDepend
     try:
         while True:
             try:
-                result = await run_critique_revision(job, state.roles)
+                result = await runner(job, state.roles)
                 break
             except RoleUnavailable as exc:
                 # Keep the job: report it as waiting and retry until the role is back.
@@ -86,11 +100,27 @@ async def critique_task(payload: dict[str, Any], context: Context = TaskiqDepend
     return {"ok": True, "result": result.model_dump(mode="json")}
 
 
+async def critique_task(payload: dict[str, Any], context: Context = TaskiqDepends()) -> dict[str, Any]:
+    return await _run_job(context, CritiqueJob.model_validate(payload), run_critique_revision)
+
+
+async def compare_task(payload: dict[str, Any], context: Context = TaskiqDepends()) -> dict[str, Any]:
+    return await _run_job(context, CompareJob.model_validate(payload), lambda job, roles: run_compare(job, roles.judge))
+
+
+async def rank_task(payload: dict[str, Any], context: Context = TaskiqDepends()) -> dict[str, Any]:
+    return await _run_job(context, RankJob.model_validate(payload), lambda job, roles: run_rank(job, roles.judge))
+
+
+TASKS = {TASK_CRITIQUE: critique_task, TASK_COMPARE: compare_task, TASK_RANK: rank_task}
+
+
 async def serve(settings: Settings, concurrency: int) -> None:
     if not settings.redis_url:
         raise SystemExit("REDIS_URL is not set: start the whole stack with `ucai up`, or point REDIS_URL at Redis")
     broker = make_broker(settings, settings.redis_url, concurrency=concurrency)
-    broker.register_task(critique_task, task_name=TASK_CRITIQUE)
+    for name, task in TASKS.items():
+        broker.register_task(task, task_name=name)
     broker.is_worker_process = True
     broker.state.settings = settings
     broker.state.roles = Roles(settings)

@@ -102,5 +102,43 @@ def critique(
                   f"· {data['timings']['total']:.1f}s · job {data['id']}[/]")
 
 
+@app.command("judge-check")
+def judge_check(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL of {prompt, chosen, rejected}.")],
+    constitution: Annotated[str | None, typer.Option(help="Override each row's constitution.")] = None,
+    method: Annotated[str, typer.Option(help="logprob | cot | option")] = "logprob",
+    ensemble: int = 4,
+    seed: int = 0,
+    url: GatewayURL = "http://127.0.0.1:8000",
+    out: Annotated[Path | None, typer.Option(help="Also write the report as JSON here.")] = None,
+) -> None:
+    """Run POST /compare over labelled pairs and print accuracy, margin, position flips and Brier score."""
+    import asyncio
+
+    from rich.table import Table
+
+    from ucai.judge_check import load_pairs, run_judge_check, summarise, write_report
+
+    pairs = load_pairs(file)
+    options = {"method": method, "ensemble": ensemble}
+    if constitution:
+        options["constitution"] = constitution
+    try:
+        outcomes = asyncio.run(run_judge_check(url, pairs, options, seed))
+    except (httpx.HTTPError, RuntimeError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    report = summarise(outcomes)
+    table = Table(title=f"judge check: {file.name} ({method}, ensemble {ensemble})")
+    for column in ("pairs", "accuracy", "mean margin", "position flip rate", "Brier", "s / compare"):
+        table.add_column(column, justify="right")
+    flip = "n/a" if report.position_flip_rate is None else f"{report.position_flip_rate:.3f}"
+    table.add_row(str(report.pairs), f"{report.accuracy:.3f}", f"{report.mean_margin:+.3f}", flip,
+                  f"{report.brier:.3f}", f"{report.seconds_per_compare:.1f}")
+    console.print(table)
+    if out:
+        write_report(report, outcomes, out)
+
+
 if __name__ == "__main__":
     app()

@@ -101,3 +101,49 @@ def clean_output(text: str) -> str:
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'" and text[0] not in text[1:-1]:
         text = text[1:-1].strip()
     return text
+
+
+# --- The judge -------------------------------------------------------------------------------
+# The multiple-choice form of the CAI paper. The chat template is applied by the engine; the
+# assistant turn is pre-filled up to "The answer is: (" so the next token is the label.
+JUDGE_ANSWER_PREFIX = "The answer is: ("
+LABELS = ("A", "B")
+
+
+def render_conversation(conversation: list[ChatMessage]) -> str:
+    names = {"user": "Human", "assistant": "Assistant", "system": "System"}
+    return "\n\n".join(f"{names[m.role]}: {m.content}" for m in conversation)
+
+
+def _options(question: str, conversation: list[ChatMessage], first: str, second: str) -> str:
+    return (
+        "Consider the following conversation between a human and an assistant:\n"
+        f"{render_conversation(conversation)}\n\n{question}\n"
+        f"Options:\n(A) {first}\n(B) {second}"
+    )
+
+
+def judge_messages(question: str, conversation: list[ChatMessage], first: str, second: str) -> Messages:
+    """Log-prob judge: read the next token after the pre-filled "The answer is: (" (continue_final_message)."""
+    return [
+        {"role": "user", "content": _options(question, conversation, first, second)},
+        {"role": "assistant", "content": JUDGE_ANSWER_PREFIX},
+    ]
+
+
+def judge_cot_messages(question: str, conversation: list[ChatMessage], first: str, second: str) -> Messages:
+    """Chain-of-thought judge: reason first, then state the choice in a parseable form."""
+    return [{"role": "user", "content": _options(question, conversation, first, second) + (
+        "\n\nThink step by step about which option better fits the question, then finish with exactly "
+        "'The answer is: (A)' or 'The answer is: (B)'.")}]
+
+
+def judge_option_messages(question: str, conversation: list[ChatMessage], first: str, second: str) -> Messages:
+    """The seed project's hard-label prompt: reply OPTION 1 or OPTION 2."""
+    return [
+        {"role": "system", "content": "You are the ASSISTANT. Respond concisely and short."},
+        {"role": "user", "content": (
+            f"Consider the following question: {render_conversation(conversation)}\n\n"
+            f"{question}\n\nOPTION 1. {first}\n\nOPTION 2. {second}\n\n"
+            "Please reply only with either 'OPTION 1' or 'OPTION 2'.")},
+    ]

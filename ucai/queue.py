@@ -20,6 +20,8 @@ from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 from ucai.settings import Settings
 
 TASK_CRITIQUE = "ucai.critique"
+TASK_COMPARE = "ucai.compare"
+TASK_RANK = "ucai.rank"
 MSG_ID_LABEL = "ucai_stream_id"
 JOB_NAMESPACE = uuid.UUID("6f1c1d0e-5b8a-4f43-9d0c-6a3a3c7e2b11")
 

@@ -32,8 +32,8 @@ class ErrorEnvelope(BaseModel):
     checks: dict[str, str] | None = Field(None, description="Dependency checks, on GET /ready.")
 
 
-class CritiqueRequest(BaseModel):
-    """Body of POST /critique."""
+class ConversationInput(BaseModel):
+    """`prompt` or `messages` (exactly one) under a constitution, and how to wait for the job."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -42,13 +42,10 @@ class CritiqueRequest(BaseModel):
         None, validate_default=True, description="A full conversation ending with a user turn (or give `prompt`)."
     )
     constitution: str = Field("ethical", description="Name of a loaded constitution (GET /constitutions).")
-    rounds: int = Field(1, ge=1, le=8, description="Critique → revision rounds, a new principle each round.")
     principles: list[str] | None = Field(
-        None, min_length=1, description="Principles to use, cycled over the rounds; default: sampled (seeded)."
+        None, min_length=1, description="Principles to use; default: sampled from the constitution (seeded)."
     )
     seed: int | None = Field(None, description="Seeds principle sampling and the model's sampling.")
-    max_tokens: int | None = Field(None, ge=1, le=4096, description="Per model call; default: the role's setting.")
-    temperature: float | None = Field(None, ge=0.0, le=2.0, description="Default: each role's setting.")
     wait: bool = Field(True, description="Answer with the result (200) or at once with the job (202).")
     timeout_s: float | None = Field(None, gt=0, description="With `wait`, how long to wait before answering 202.")
     idempotency_key: str | None = Field(
@@ -83,6 +80,121 @@ class CritiqueRequest(BaseModel):
         return [ChatMessage(role="user", content=self.prompt or "")]
 
 
+class CritiqueRequest(ConversationInput):
+    """Body of POST /critique. `principles` are cycled over the rounds."""
+
+    rounds: int = Field(1, ge=1, le=8, description="Critique → revision rounds, a new principle each round.")
+    max_tokens: int | None = Field(None, ge=1, le=4096, description="Per model call; default: the role's setting.")
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description="Default: each role's setting.")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    requests: int = 0
+
+    def add(self, prompt_tokens: int, completion_tokens: int) -> None:
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        self.total_tokens += prompt_tokens + completion_tokens
+        self.requests += 1
+
+
+JudgeMethod = Literal["logprob", "cot", "option"]
+
+
+class JudgeOptions(ConversationInput):
+    method: JudgeMethod = Field(
+        "logprob",
+        description="logprob: soft label from next-token log-probabilities; cot: reason first, clamp to 40-60 %; "
+        "option: reply 'OPTION 1' or 'OPTION 2' (hard label).",
+    )
+    both_orders: bool = Field(True, description="Judge (a, b) and (b, a) and average the mirrored probabilities.")
+    ensemble: int = Field(4, ge=1, le=16, description="Labelling principles sampled (seeded) and averaged.")
+
+
+class CompareRequest(JudgeOptions):
+    """Body of POST /compare: which of two answers better follows the constitution."""
+
+    responses: list[str] = Field(min_length=2, max_length=2, description="Exactly two answers; empty strings allowed.")
+
+
+class RankRequest(JudgeOptions):
+    """Body of POST /rank: order k answers by pairwise judgements (Bradley-Terry)."""
+
+    responses: list[str] = Field(min_length=2, max_length=16, description="2-16 answers.")
+    ensemble: int = Field(2, ge=1, le=16, description="Labelling principles per pair.")
+    max_pairs: int | None = Field(None, ge=1, description="Budget: judge at most this many pairs (sampled, seeded).")
+
+
+class Judgement(BaseModel):
+    principle: str = Field(description="The labelling question asked.")
+    order: Literal["ab", "ba"]
+    p_a: float
+    p_b: float
+    raw: dict[str, Any] = Field(default_factory=dict, description="What the judge returned, and how it was read.")
+
+
+class PositionConsistency(BaseModel):
+    score: float | None = Field(None, description="Mean over principles of 1 - |P(a | a first) - P(a | a second)|.")
+    flip_rate: float | None = Field(None, description="Share of principles whose argmax flipped with the order.")
+    flipped: bool = Field(False, description="The argmax flipped for most principles.")
+
+
+class CompareResult(BaseModel):
+    id: str
+    status: Literal["completed"] = "completed"
+    constitution: str
+    constitution_hash: str
+    method: JudgeMethod
+    preferred: Literal[0, 1]
+    probabilities: list[float] = Field(description="[p_a, p_b], summing to 1.")
+    margin: float = Field(description="p_preferred - p_other.")
+    judgements: list[Judgement]
+    position_consistency: PositionConsistency
+    note: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+class RankedResponse(BaseModel):
+    index: int
+    rank: int
+    score: float = Field(description="Bradley-Terry strength, normalised to sum to 1.")
+    wins: float = Field(description="Sum of soft wins against the others judged.")
+
+
+class PairResult(BaseModel):
+    a: int
+    b: int
+    p_a: float
+
+
+class RankResult(BaseModel):
+    id: str
+    status: Literal["completed"] = "completed"
+    constitution: str
+    constitution_hash: str
+    method: JudgeMethod
+    ranking: list[RankedResponse] = Field(description="Best first.")
+    pairs: list[PairResult]
+    usage: Usage = Field(default_factory=Usage)
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+class CompareJob(BaseModel):
+    job_id: str
+    request: CompareRequest
+    constitution: Constitution
+
+
+class RankJob(BaseModel):
+    job_id: str
+    request: RankRequest
+    constitution: Constitution
+
+
 class CritiqueJob(BaseModel):
     """What the gateway puts on the queue: the request plus the exact constitution it was validated against."""
 
@@ -98,19 +210,6 @@ class RevisionStep(BaseModel):
     critique: str
     revision_request: str
     revision: str
-
-
-class Usage(BaseModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    requests: int = 0
-
-    def add(self, prompt_tokens: int, completion_tokens: int) -> None:
-        self.prompt_tokens += prompt_tokens
-        self.completion_tokens += completion_tokens
-        self.total_tokens += prompt_tokens + completion_tokens
-        self.requests += 1
 
 
 class CritiqueResult(BaseModel):

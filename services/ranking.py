@@ -1,0 +1,70 @@
+"""Rank k answers: the pairwise judge over all pairs (or a seeded budget), then Bradley-Terry strengths."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+
+from services.judge import Judge, compare_pair
+from ucai.roles import RoleClient
+from ucai.schemas import PairResult, RankedResponse, RankJob, RankResult, Usage
+
+PRIOR_WINS = 0.1  # a pseudo-count both ways keeps strengths finite for an answer that never (or always) wins
+
+
+def bradley_terry(k: int, pairs: list[PairResult], iterations: int = 500) -> list[float]:
+    """MM algorithm (Hunter 2004) on soft wins; strengths normalised to sum to 1."""
+    wins = [PRIOR_WINS * (k - 1)] * k
+    games: dict[tuple[int, int], float] = {}
+    for pair in pairs:
+        wins[pair.a] += pair.p_a
+        wins[pair.b] += 1 - pair.p_a
+        games[(pair.a, pair.b)] = games.get((pair.a, pair.b), 0) + 1
+    strength = [1.0 / k] * k
+    for _ in range(iterations):
+        updated = []
+        for i in range(k):
+            denominator = 0.0
+            for j in range(k):
+                if i == j:
+                    continue
+                n = games.get((i, j), 0) + games.get((j, i), 0) + 2 * PRIOR_WINS
+                denominator += n / (strength[i] + strength[j])
+            updated.append(wins[i] / denominator)
+        total = sum(updated)
+        strength = [s / total for s in updated]
+    return strength
+
+
+async def run_rank(job: RankJob, judge_role: RoleClient) -> RankResult:
+    request, constitution = job.request, job.constitution
+    started = time.perf_counter()
+    rng = random.Random(request.seed)
+    usage = Usage()
+    judge = Judge(judge_role, usage)
+    all_pairs = list(itertools.combinations(range(len(request.responses)), 2))
+    if request.max_pairs and request.max_pairs < len(all_pairs):
+        all_pairs = sorted(rng.sample(all_pairs, request.max_pairs))
+    conversation = request.conversation()
+    outcomes = await asyncio.gather(*(
+        compare_pair(judge, constitution, conversation, request.responses[a], request.responses[b],
+                     method=request.method, both_orders=request.both_orders, ensemble=request.ensemble,
+                     principles=request.principles, rng=random.Random(rng.random()), seed=request.seed)
+        for a, b in all_pairs
+    ))
+    pairs = [PairResult(a=a, b=b, p_a=round(outcome[0], 6))
+             for (a, b), outcome in zip(all_pairs, outcomes, strict=True)]
+    strength = bradley_terry(len(request.responses), pairs)
+    soft_wins = [0.0] * len(request.responses)
+    for pair in pairs:
+        soft_wins[pair.a] += pair.p_a
+        soft_wins[pair.b] += 1 - pair.p_a
+    order = sorted(range(len(strength)), key=lambda i: (-strength[i], i))
+    ranking = [RankedResponse(index=i, rank=r, score=round(strength[i], 6), wins=round(soft_wins[i], 6))
+               for r, i in enumerate(order, start=1)]
+    return RankResult(
+        id=job.job_id, constitution=constitution.name, constitution_hash=constitution.content_hash,
+        method=request.method, ranking=ranking, pairs=pairs, usage=usage,
+        timings={"total": round(time.perf_counter() - started, 3)},
+    )
