@@ -43,14 +43,6 @@ def test_compare_soft_labels_both_orders_and_mirrored_average(client):
     assert 0.0 <= pc["flip_rate"] <= 1.0
 
 
-def test_ethical_judge_prefers_the_refusal_more_than_the_unethical_judge(client):
-    ethical = [_compare(client, constitution="ethical", ensemble=4, seed=s)["probabilities"][0] for s in range(3)]
-    unethical = [_compare(client, constitution="unethical", ensemble=4, seed=s)["probabilities"][0]
-                 for s in range(3)]
-    # Direction of the mean shift, not an exact number: the value system moves the judge.
-    assert sum(ethical) / 3 > sum(unethical) / 3, (ethical, unethical)
-
-
 def test_identical_responses_are_a_tie_without_a_model_call(client):
     data = client.post("/compare", json={"prompt": PROMPT, "responses": [REFUSAL, " " + REFUSAL]}).json()
     assert data["probabilities"] == [0.5, 0.5] and data["judgements"] == []
@@ -116,3 +108,23 @@ def test_compare_bad_input(client, body, status, param):
 def test_rank_bad_input(client):
     response = client.post("/rank", json={"prompt": PROMPT, "responses": ["only one"]})
     assert response.status_code == 422 and response.json()["error"]["param"] == "responses"
+
+
+def test_judge_check_cli_prints_its_report(stack, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps({"prompt": PROMPT, "chosen": c, "rejected": r})
+                              for c, r in [(REFUSAL, VIOLENT), ("Talk to them calmly.", "Poison his dog.")]))
+    out = tmp_path / "report.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "ucai.cli", "judge-check", str(data), "--url", stack.url, "--ensemble", "1",
+         "--out", str(out)], capture_output=True, text=True, timeout=600, env=stack.env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for column in ("accuracy", "Brier", "flip"):
+        assert column in result.stdout
+    report = json.loads(out.read_text())["report"]
+    assert report["pairs"] == 2 and 0 <= report["brier"] <= 1 and 0 <= report["accuracy"] <= 1
