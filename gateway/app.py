@@ -12,9 +12,9 @@ from redis.asyncio import Redis
 from gateway.body_limit import BodySizeLimit
 from gateway.errors import install_error_handlers
 from gateway.jobs import JobService
-from gateway.routers import compare, constitutions, critique, health, jobs
+from gateway.routers import batches, compare, constitutions, critique, health, jobs
 from ucai.constitutions import load_constitutions
-from ucai.queue import JobStore, make_broker
+from ucai.queue import BatchStore, JobStore, make_broker
 from ucai.roles import Roles
 from ucai.settings import Settings, get_settings
 
@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await broker.startup()
         redis = Redis.from_url(settings.redis_url)
         app.state.jobs = JobService(broker, JobStore(redis, settings.job_ttl_s))
+        app.state.batches = BatchStore(redis, settings.job_ttl_s)
         app.state.roles = Roles(settings)
         yield
         await app.state.roles.aclose()
@@ -47,6 +48,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
-    for module in (critique, compare, jobs, constitutions, health):
+    for module in (critique, compare, batches, jobs, constitutions, health):
         app.include_router(module.router)
     return app

@@ -6,6 +6,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ucai.schemas import ErrorDetail, ErrorEnvelope
@@ -62,6 +63,12 @@ async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
 
+async def _redis_down(_: Request, exc: RedisConnectionError) -> JSONResponse:
+    # Nothing accepted is lost: accepted jobs are in Redis' append-only file; the client retries.
+    return error_response(503, f"the job queue (Redis) is unavailable: {exc}", code="queue_unavailable",
+                          headers={"Retry-After": "2"})
+
+
 async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error")
     return error_response(500, f"internal error: {type(exc).__name__}", code="internal_error")
@@ -71,4 +78,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(APIError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
+    app.add_exception_handler(RedisConnectionError, _redis_down)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unhandled)

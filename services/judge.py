@@ -39,23 +39,29 @@ def sample_questions(questions: list[str], k: int, rng: random.Random) -> list[s
     return picked
 
 
-def label_of(token: str) -> str | None:
+def label_of(token: str, labels: tuple[str, ...] = LABELS) -> str | None:
     """ "A", " A", "(A", "A)" ... all mean A."""
     core = token.strip().strip("()").strip()
-    return core if core in LABELS else None
+    return core if core in labels else None
+
+
+def label_distribution(top_logprobs: list[dict], labels: tuple[str, ...]) -> dict[str, float] | None:
+    """Normalised probability of each label from one position's top-k, summing every variant of each."""
+    mass = dict.fromkeys(labels, 0.0)
+    for entry in top_logprobs:
+        label = label_of(entry.get("token", ""), labels)
+        if label:
+            mass[label] += math.exp(entry["logprob"])
+    total = sum(mass.values())
+    if total <= 0:
+        return None
+    return {label: m / total for label, m in mass.items()}
 
 
 def soft_label(top_logprobs: list[dict]) -> tuple[float, float] | None:
-    """Normalised P(A), P(B) from one position's top-k, summing every variant of each label."""
-    mass = {"A": 0.0, "B": 0.0}
-    for entry in top_logprobs:
-        label = label_of(entry.get("token", ""))
-        if label:
-            mass[label] += math.exp(entry["logprob"])
-    total = mass["A"] + mass["B"]
-    if total <= 0:
-        return None
-    return mass["A"] / total, mass["B"] / total
+    """Normalised P(A), P(B)."""
+    dist = label_distribution(top_logprobs, LABELS)
+    return None if dist is None else (dist["A"], dist["B"])
 
 
 class Judge:

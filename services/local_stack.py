@@ -50,9 +50,10 @@ def start_vllm(model_path: str, port: int, served_name: str = "smollm2", max_mod
     return subprocess.Popen(command, env=vllm_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def start_worker(env: dict[str, str], log: Path | None = None, concurrency: int = 8) -> subprocess.Popen:
+def start_worker(env: dict[str, str], log: Path | None = None) -> subprocess.Popen:
+    """Concurrency comes from UCAI_WORKER_CONCURRENCY in env (default 8)."""
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
-    return subprocess.Popen([sys.executable, "-m", "services.worker", "--concurrency", str(concurrency)],
+    return subprocess.Popen([sys.executable, "-m", "services.worker"],
                             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 

@@ -24,25 +24,32 @@ from taskiq import Context, TaskiqDepends
 from taskiq.acks import AcknowledgeType
 from taskiq.api import run_receiver_task
 
+from services.categorise import run_categorise
 from services.critique_revision import run_critique_revision
 from services.judge import run_compare
+from services.preferences import run_preference
 from services.ranking import run_rank
 from ucai.queue import (
     MSG_ID_LABEL,
+    TASK_CATEGORISE,
     TASK_COMPARE,
     TASK_CRITIQUE,
+    TASK_PREFERENCE,
     TASK_RANK,
+    BatchStore,
     JobStore,
     ReclaimingStreamBroker,
     make_broker,
 )
 from ucai.roles import RoleRequestError, Roles, RoleUnavailable
-from ucai.schemas import CompareJob, CritiqueJob, ErrorDetail, RankJob
+from ucai.schemas import CategoriseJob, CompareJob, CritiqueJob, ErrorDetail, PreferenceJob, RankJob
 from ucai.settings import Settings, get_settings
 
 log = logging.getLogger("ucai.worker")
 
-JobPayload = CritiqueJob | CompareJob | RankJob
+JobPayload = CritiqueJob | CompareJob | RankJob | CategoriseJob | PreferenceJob
+CRASH_RETRIES = 2
+CANCELLED = ErrorDetail(message="the batch was cancelled", type="cancelled", code="batch_cancelled")
 Runner = Callable[[Any, Roles], Awaitable[BaseModel]]
 
 
@@ -66,38 +73,60 @@ async def _run_job(context: Context, job: JobPayload, runner: Runner) -> dict[st
     # Redelivered after its result was saved but before the ack: don't run it twice.
     if await broker.result_backend.is_result_ready(task_id):
         return (await broker.result_backend.get_result(task_id)).return_value
+    batches: BatchStore = state.batches
+    if job.batch and await batches.is_cancelled(job.batch.batch_id):
+        await store.set_status(job.job_id, "failed", CANCELLED.model_dump())
+        return {"ok": False, "error": CANCELLED.model_dump()}
 
     await store.incr(job.job_id, "attempts")
     await store.set_status(job.job_id, "running")
     beat = asyncio.create_task(_heartbeat(broker, context.message.labels.get(MSG_ID_LABEL), settings.heartbeat_s))
-    waited_since: float | None = None
     try:
-        while True:
-            try:
-                result = await runner(job, state.roles)
-                break
-            except RoleUnavailable as exc:
-                # Keep the job: report it as waiting and retry until the role is back.
-                waited_since = waited_since or time.monotonic()
-                error = ErrorDetail(message=str(exc), type="service_unavailable", param=exc.role,
-                                    code="model_unavailable")
-                if time.monotonic() - waited_since > settings.role_wait_max_s:
-                    await store.set_status(job.job_id, "failed", error.model_dump())
-                    return {"ok": False, "error": error.model_dump()}
-                log.warning("job %s waiting for model role: %s", job.job_id, exc)
-                await store.set_status(job.job_id, "waiting_for_model", error.model_dump())
-                await asyncio.sleep(settings.role_retry_s)
-                await store.set_status(job.job_id, "running")
-            except RoleRequestError as exc:
-                error = ErrorDetail(message=str(exc), type="invalid_request_error", param=exc.role,
-                                    code="model_rejected_request")
-                await store.set_status(job.job_id, "failed", error.model_dump())
-                return {"ok": False, "error": error.model_dump()}
+        outcome = await _run_with_retries(job, runner, state.roles, store, settings)
     finally:
         beat.cancel()
-    await store.incr(job.job_id, "completions")
-    await store.set_status(job.job_id, "completed")
-    return {"ok": True, "result": result.model_dump(mode="json")}
+    if job.batch:  # exactly once per record, however often this job ran
+        await batches.record(job.batch.batch_id, job.batch.record_id, outcome["ok"],
+                             outcome.get("result") or outcome.get("error") or {})
+    if outcome["ok"]:
+        await store.incr(job.job_id, "completions")
+        await store.set_status(job.job_id, "completed")
+    return outcome
+
+
+async def _run_with_retries(job: JobPayload, runner: Runner, roles: Roles, store: JobStore,
+                            settings: Settings) -> dict[str, Any]:
+    waited_since: float | None = None
+    crashes = 0
+    while True:
+        try:
+            result = await runner(job, roles)
+            return {"ok": True, "result": result.model_dump(mode="json")}
+        except RoleUnavailable as exc:
+            # Keep the job: report it as waiting and retry until the role is back.
+            waited_since = waited_since or time.monotonic()
+            error = ErrorDetail(message=str(exc), type="service_unavailable", param=exc.role,
+                                code="model_unavailable")
+            if time.monotonic() - waited_since > settings.role_wait_max_s:
+                await store.set_status(job.job_id, "failed", error.model_dump())
+                return {"ok": False, "error": error.model_dump()}
+            log.warning("job %s waiting for model role: %s", job.job_id, exc)
+            await store.set_status(job.job_id, "waiting_for_model", error.model_dump())
+            await asyncio.sleep(settings.role_retry_s)
+            await store.set_status(job.job_id, "running")
+        except RoleRequestError as exc:
+            error = ErrorDetail(message=str(exc), type="invalid_request_error", param=exc.role,
+                                code="model_rejected_request")
+            await store.set_status(job.job_id, "failed", error.model_dump())
+            return {"ok": False, "error": error.model_dump()}
+        except Exception as exc:  # noqa: BLE001 - e.g. a malformed engine answer: retry, then report
+            crashes += 1
+            log.exception("job %s failed (try %d of %d)", job.job_id, crashes, CRASH_RETRIES + 1)
+            if crashes > CRASH_RETRIES:
+                error = ErrorDetail(message=f"{type(exc).__name__}: {exc}", type="server_error", code="job_error")
+                await store.set_status(job.job_id, "failed", error.model_dump())
+                return {"ok": False, "error": error.model_dump()}
+            await asyncio.sleep(2.0 * 2 ** (crashes - 1))
 
 
 async def critique_task(payload: dict[str, Any], context: Context = TaskiqDepends()) -> dict[str, Any]:
@@ -108,11 +137,21 @@ async def compare_task(payload: dict[str, Any], context: Context = TaskiqDepends
     return await _run_job(context, CompareJob.model_validate(payload), lambda job, roles: run_compare(job, roles.judge))
 
 
+async def categorise_task(payload: dict[str, Any], context: Context = TaskiqDepends()) -> dict[str, Any]:
+    job = CategoriseJob.model_validate(payload)
+    return await _run_job(context, job, lambda job, roles: run_categorise(job, roles.judge))
+
+
+async def preference_task(payload: dict[str, Any], context: Context = TaskiqDepends()) -> dict[str, Any]:
+    return await _run_job(context, PreferenceJob.model_validate(payload), run_preference)
+
+
 async def rank_task(payload: dict[str, Any], context: Context = TaskiqDepends()) -> dict[str, Any]:
     return await _run_job(context, RankJob.model_validate(payload), lambda job, roles: run_rank(job, roles.judge))
 
 
-TASKS = {TASK_CRITIQUE: critique_task, TASK_COMPARE: compare_task, TASK_RANK: rank_task}
+TASKS = {TASK_CRITIQUE: critique_task, TASK_COMPARE: compare_task, TASK_RANK: rank_task,
+         TASK_CATEGORISE: categorise_task, TASK_PREFERENCE: preference_task}
 
 
 async def serve(settings: Settings, concurrency: int) -> None:
@@ -126,6 +165,7 @@ async def serve(settings: Settings, concurrency: int) -> None:
     broker.state.roles = Roles(settings)
     redis = Redis.from_url(settings.redis_url)
     broker.state.store = JobStore(redis, settings.job_ttl_s)
+    broker.state.batches = BatchStore(redis, settings.job_ttl_s)
     await broker.startup()
     log.info("worker %s consuming %s (concurrency %d)", broker.consumer_name, settings.queue_name, concurrency)
     stop = asyncio.Event()

@@ -183,24 +183,119 @@ class RankResult(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
 
 
-class CompareJob(BaseModel):
+class BatchRef(BaseModel):
+    batch_id: str
+    record_id: str
+
+
+class QueuedJob(BaseModel):
+    """What the gateway puts on the queue: a request plus the exact constitution it was validated against."""
+
     job_id: str
+    constitution: Constitution
+    batch: BatchRef | None = Field(None, description="Set when the job is one record of a batch.")
+
+
+class CompareJob(QueuedJob):
     request: CompareRequest
-    constitution: Constitution
 
 
-class RankJob(BaseModel):
-    job_id: str
+class RankJob(QueuedJob):
     request: RankRequest
-    constitution: Constitution
 
 
-class CritiqueJob(BaseModel):
-    """What the gateway puts on the queue: the request plus the exact constitution it was validated against."""
+class CategoriseRequest(ConversationInput):
+    """Which principle of the constitution a prompt is about (or none), scored by the judge."""
 
-    job_id: str
+
+class CategoriseResult(BaseModel):
+    id: str
+    status: Literal["completed"] = "completed"
+    constitution: str
+    constitution_hash: str
+    category: str = Field(description="The top principle, or 'none'.")
+    scores: dict[str, float] = Field(description="Probability of each principle and of 'none', summing to 1.")
+    raw: dict[str, Any] = Field(default_factory=dict)
+    usage: Usage = Field(default_factory=Usage)
+
+
+class CategoriseJob(QueuedJob):
+    request: CategoriseRequest
+
+
+class PreferenceRequest(JudgeOptions):
+    """Sample two answers to the conversation and let the judge label them (the RLAIF preference step)."""
+
+    max_tokens: int | None = Field(None, ge=1, le=4096)
+    temperature: float | None = Field(None, gt=0.0, le=2.0, description="Sampling temperature; default 0.7.")
+
+
+class PreferenceResult(BaseModel):
+    id: str
+    status: Literal["completed"] = "completed"
+    constitution: str
+    constitution_hash: str
+    chosen: str
+    rejected: str
+    p_chosen: float
+    margin: float = Field(description="p_chosen - p_rejected.")
+    principles: list[str]
+    position_consistency: PositionConsistency
+    note: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+class PreferenceJob(QueuedJob):
+    request: PreferenceRequest
+
+
+BatchStage = Literal["critique", "compare", "categorise", "preference"]
+
+
+class BatchRecord(BaseModel):
+    """One input record: its id plus the fields of the stage's request (prompt | messages, responses …)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1, max_length=200)
+
+
+class BatchInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    records: list[BatchRecord] | None = Field(None, min_length=1, max_length=100_000)
+    dataset: str | None = Field(None, description="Name of a dataset imported on the server (`ucai data import`).")
+
+
+class BatchRequest(BaseModel):
+    """Body of POST /batches: one job per record, each processed and written exactly once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: BatchStage
+    constitution: str = "ethical"
+    input: BatchInput
+    params: dict[str, Any] = Field(default_factory=dict, description="Fields of the stage's request for every record.")
+    idempotency_key: str | None = Field(None, max_length=200, description="Same key → the same batch (resume).")
+
+
+class BatchView(BaseModel):
+    id: str
+    stage: BatchStage
+    constitution: str
+    status: Literal["running", "completed", "cancelled"]
+    total: int
+    done: int
+    failed: int
+    rate_per_min: float | None = None
+    eta_s: float | None = None
+    created_at: float
+    links: dict[str, str]
+
+
+class CritiqueJob(QueuedJob):
     request: CritiqueRequest
-    constitution: Constitution
 
 
 class RevisionStep(BaseModel):

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
 
     constitutions_dir: Path | None = Field(None, description="Extra folder of constitution YAML/JSON files.")
     cache_dir: Path = Field(Path.home() / ".cache" / "ucai", description="Prepared models and local Redis data.")
+    datasets_dir: Path = Field(Path("datasets"), description="Imported prompts and generated datasets.")
     model_path: str | None = Field(
         None, description="HF model path or id for the local vllm serve; unset: the bundled SmolLM2 (prepared)."
     )

@@ -1,0 +1,145 @@
+"""Batches: POST /batches fans out one job per record; GET status, GET results (JSONL), DELETE cancels."""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+
+from gateway.dependencies import ConstitutionsDep, JobsDep, SettingsDep
+from gateway.errors import APIError
+from gateway.validation import resolve_constitution
+from ucai.queue import TASK_CATEGORISE, TASK_COMPARE, TASK_CRITIQUE, TASK_PREFERENCE, BatchStore, job_id_for
+from ucai.schemas import (
+    BatchRecord,
+    BatchRef,
+    BatchRequest,
+    BatchView,
+    CategoriseJob,
+    CategoriseRequest,
+    CompareJob,
+    CompareRequest,
+    CritiqueJob,
+    CritiqueRequest,
+    ErrorEnvelope,
+    PreferenceJob,
+    PreferenceRequest,
+)
+from ucai.settings import Settings
+
+router = APIRouter(tags=["batches"])
+
+STAGES = {
+    "critique": (CritiqueRequest, CritiqueJob, TASK_CRITIQUE),
+    "compare": (CompareRequest, CompareJob, TASK_COMPARE),
+    "categorise": (CategoriseRequest, CategoriseJob, TASK_CATEGORISE),
+    "preference": (PreferenceRequest, PreferenceJob, TASK_PREFERENCE),
+}
+RESULT_CHUNK = 500
+
+
+def _batches(request: Request) -> BatchStore:
+    return request.app.state.batches
+
+
+def _dataset_records(settings: Settings, name: str) -> list[BatchRecord]:
+    path = settings.datasets_dir / "imports" / f"{name}.jsonl"
+    if not name.replace("-", "").replace("_", "").isalnum() or not path.is_file():
+        raise APIError(404, f"no imported dataset {name!r} (import it with `ucai data import`)",
+                       param="input.dataset", code="dataset_not_found")
+    return [BatchRecord.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+async def _view(batches: BatchStore, batch_id: str) -> BatchView:
+    meta = await batches.meta(batch_id)
+    if meta is None:
+        raise APIError(404, f"no batch {batch_id!r}", param="batch_id", code="batch_not_found")
+    done, failed = await batches.counts(batch_id)
+    total, created = int(meta["total"]), float(meta["created_at"])
+    elapsed = float(meta.get("finished_at") or time.time()) - created
+    rate = done / elapsed * 60 if elapsed > 0 and done else None
+    remaining = total - done - failed
+    return BatchView(
+        id=batch_id, stage=meta["stage"], constitution=meta["constitution"], status=meta["status"], total=total,
+        done=done, failed=failed, rate_per_min=round(rate, 3) if rate else None,
+        eta_s=round(remaining / rate * 60, 1) if rate and meta["status"] == "running" else None, created_at=created,
+        links={"self": f"/batches/{batch_id}", "results": f"/batches/{batch_id}/results"},
+    )
+
+
+@router.post("/batches", status_code=202, response_model=BatchView,
+             responses={code: {"model": ErrorEnvelope} for code in (404, 413, 422)})
+async def create_batch(
+    body: BatchRequest, request: Request, jobs: JobsDep, constitutions: ConstitutionsDep, settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+):
+    if (body.input.records is None) == (body.input.dataset is None):
+        raise APIError(422, "give exactly one of input.records or input.dataset", param="input")
+    records = body.input.records or _dataset_records(settings, body.input.dataset or "")
+    seen: set[str] = set()
+    for index, record in enumerate(records):
+        if record.id in seen:
+            raise APIError(422, f"duplicate record id {record.id!r}", param=f"input.records.{index}.id",
+                           code="duplicate_id")
+        seen.add(record.id)
+    constitution = resolve_constitution(constitutions, body.constitution, body.params.get("principles"))
+    request_model, job_model, task = STAGES[body.stage]
+    batch_id = job_id_for("batch", body.idempotency_key or idempotency_key)
+    queued = []
+    for index, record in enumerate(records):
+        fields = {**body.params, **record.model_dump(exclude={"id"}), "constitution": constitution.name,
+                  "wait": False}
+        fields = {k: v for k, v in fields.items() if k in request_model.model_fields}
+        try:
+            stage_request = request_model.model_validate(fields)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise APIError(422, f"record {record.id!r}: {where}: {first['msg']}",
+                           param=f"input.records.{index}.{where}", code=first["type"]) from exc
+        job_id = job_id_for("batch-record", f"{batch_id}:{record.id}")
+        queued.append((job_id, job_model(job_id=job_id, request=stage_request, constitution=constitution,
+                                         batch=BatchRef(batch_id=batch_id, record_id=record.id))))
+    batches = _batches(request)
+    meta = {"stage": body.stage, "constitution": constitution.name, "constitution_hash": constitution.content_hash,
+            "params": json.dumps(body.params)}
+    await batches.create(batch_id, meta, [r.id for r in records])
+    for job_id, job in queued:  # idempotent: a resumed batch queues only what was never queued
+        await jobs.submit(f"batch-{body.stage}", task, job_id, job)
+    return await _view(batches, batch_id)
+
+
+@router.get("/batches/{batch_id}", response_model=BatchView, responses={404: {"model": ErrorEnvelope}})
+async def get_batch(batch_id: str, request: Request) -> BatchView:
+    return await _view(_batches(request), batch_id)
+
+
+@router.get("/batches/{batch_id}/results", responses={404: {"model": ErrorEnvelope}},
+            response_class=StreamingResponse)
+async def batch_results(batch_id: str, request: Request):
+    """JSONL, one line per input record that has an outcome: {id, status, result | error}, in input order."""
+    batches = _batches(request)
+    await _view(batches, batch_id)
+    ids = await batches.ids(batch_id)
+
+    async def lines() -> AsyncIterator[bytes]:
+        for start in range(0, len(ids), RESULT_CHUNK):
+            for record_id, result, failure in await batches.outcomes(batch_id, ids[start:start + RESULT_CHUNK]):
+                if result is not None:
+                    yield f'{{"id": {json.dumps(record_id)}, "status": "completed", "result": {result}}}\n'.encode()
+                elif failure is not None:
+                    yield f'{{"id": {json.dumps(record_id)}, "status": "failed", "error": {failure}}}\n'.encode()
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.delete("/batches/{batch_id}", response_model=BatchView, responses={404: {"model": ErrorEnvelope}})
+async def cancel_batch(batch_id: str, request: Request) -> JSONResponse:
+    batches = _batches(request)
+    await _view(batches, batch_id)
+    await batches.cancel(batch_id)
+    return await _view(batches, batch_id)
