@@ -19,6 +19,105 @@ model_app = typer.Typer(help="Model files.", no_args_is_help=True)
 constitution_app = typer.Typer(help="Constitutions.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(constitution_app, name="constitution")
+data_app = typer.Typer(help="Datasets: import red-team prompts, categorise them, generate SFT / preference data.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+DatasetsDir = Annotated[Path | None, typer.Option(help="Datasets folder (default: UCAI_DATASETS_DIR).")]
+BUNDLED = "redteam"
+
+
+def _datasets_dir(path: Path | None) -> Path:
+    return path or get_settings().datasets_dir
+
+
+def _ensure_imported(datasets_dir: Path, name: str) -> None:
+    """The bundled prompt set is imported on first use."""
+    from ucai.datasets import REDTEAM_PROMPTS
+    from ucai.datasets.generate import imported_path
+    from ucai.datasets.importers import import_file, write_jsonl
+
+    path = imported_path(datasets_dir, name)
+    if name == BUNDLED and not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(import_file(REDTEAM_PROMPTS, "jsonl").records, path)
+    if not path.is_file():
+        console.print(f"[red]no imported dataset {name!r} in {datasets_dir}[/] (run `ucai data import` first)")
+        raise typer.Exit(2)
+
+
+@data_app.command("import")
+def data_import(
+    source: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    format: Annotated[str, typer.Option("--format", help="anthropic-red-team | anthropic-harmless | do-not-answer | "
+                                        "harmbench | advbench | jsonl | csv | txt")],
+    name: Annotated[str | None, typer.Option(help="Dataset name (default: the file name).")] = None,
+    column: Annotated[str | None, typer.Option(help="Prompt column for jsonl/csv.")] = None,
+    datasets_dir: DatasetsDir = None,
+) -> None:
+    """Import red-team prompts into the datasets folder (normalised, deduplicated, with provenance)."""
+    from ucai.datasets.generate import imported_path
+    from ucai.datasets.importers import import_file, write_jsonl
+
+    try:
+        result = import_file(source, format, column=column)
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    for problem in result.problems:
+        console.print(f"[yellow]skipped line {problem.line}:[/] {problem.message}")
+    dataset = name or source.name.split(".")[0]
+    path = imported_path(_datasets_dir(datasets_dir), dataset)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(result.records, path)
+    console.print(f"[green]imported[/] {len(result.records)} prompts as {dataset!r} ({result.duplicates} duplicates, "
+                  f"{len(result.problems)} problems) → {path}")
+
+
+@data_app.command("categorise")
+def data_categorise(
+    dataset: str = BUNDLED, constitution: str = "ethical",
+    keep: Annotated[list[str] | None, typer.Option(help="Keep prompts whose top principle is one of these.")] = None,
+    min_p: Annotated[float, typer.Option(help="…with at least this probability.")] = 0.0,
+    url: GatewayURL = "http://127.0.0.1:8000", datasets_dir: DatasetsDir = None,
+) -> None:
+    """Score every prompt by principle with the judge; print counts per category; optionally filter."""
+    from rich.table import Table
+
+    from ucai.datasets.generate import categorise
+
+    folder = _datasets_dir(datasets_dir)
+    _ensure_imported(folder, dataset)
+    counts = categorise(url, folder, dataset, constitution, keep, min_p)
+    table = Table(title=f"{dataset} by principle ({constitution})")
+    table.add_column("category")
+    table.add_column("prompts", justify="right")
+    for category, count in sorted(counts.items(), key=lambda kv: -kv[1]):
+        table.add_row(category, str(count))
+    console.print(table)
+
+
+@data_app.command("generate")
+def data_generate(
+    stage: Annotated[str, typer.Option(help="sft (critique → revision) | prefs (two samples, judged)")],
+    constitution: str = "ethical", dataset: str = BUNDLED,
+    rounds: int = 1, max_tokens: int = 128, seed: int = 0, ensemble: int = 2,
+    url: GatewayURL = "http://127.0.0.1:8000", datasets_dir: DatasetsDir = None,
+) -> None:
+    """Generate a training dataset through the gateway; rerunning continues (or reports) the same batch."""
+    from ucai.datasets.generate import generate
+
+    if stage not in ("sft", "prefs"):
+        console.print("[red]--stage must be sft or prefs[/]")
+        raise typer.Exit(2)
+    folder = _datasets_dir(datasets_dir)
+    _ensure_imported(folder, dataset)
+    params: dict = {"max_tokens": max_tokens, "seed": seed}
+    params.update({"rounds": rounds} if stage == "sft" else {"ensemble": ensemble})
+    try:
+        generate(url, folder, dataset, stage, constitution, params)
+    except (RuntimeError, ValueError, httpx.HTTPError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
 console = Console()
 
 GatewayURL = Annotated[str, typer.Option("--url", envvar="UCAI_URL", help="Gateway base URL.")]

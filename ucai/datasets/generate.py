@@ -1,0 +1,120 @@
+"""Client side of `ucai data …`: import prompts, run batches through the gateway, write the datasets.
+
+Every batch gets an idempotency key derived from (stage, constitution, dataset content, params), so
+rerunning the same command continues the same batch; a finished one is reported, not redone.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ucai.datasets.build import preference_rows, revision_preference_rows, sft_rows, write_dataset
+from ucai.datasets.importers import PromptRecord, read_jsonl
+
+console = Console()
+
+
+def imported_path(datasets_dir: Path, name: str) -> Path:
+    return datasets_dir / "imports" / f"{name}.jsonl"
+
+
+def batch_key(stage: str, constitution: str, records: list[PromptRecord], params: dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps([[r.id for r in records], params], sort_keys=True).encode()).hexdigest()
+    return f"{stage}:{constitution}:{digest[:24]}"
+
+
+def run_batch(url: str, stage: str, constitution: str, records: list[PromptRecord], params: dict[str, Any],
+              poll_s: float = 1.0) -> tuple[dict, list[dict]]:
+    """Submit (or resume) the batch, show its progress, return (final view, result lines)."""
+    body = {"stage": stage, "constitution": constitution, "params": params,
+            "idempotency_key": batch_key(stage, constitution, records, params),
+            "input": {"records": [{"id": r.id, **({"messages": [m.model_dump() for m in r.messages]}
+                                                  if r.messages else {"prompt": r.prompt})} for r in records]}}
+    with httpx.Client(base_url=url, timeout=120) as client:
+        response = client.post("/batches", json=body)
+        if response.status_code != 202:
+            raise RuntimeError(f"POST /batches: HTTP {response.status_code}: {response.text[:500]}")
+        view = response.json()
+        columns = (TextColumn(f"{stage} · {constitution}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[extra]}"), TimeRemainingColumn())
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task(stage, total=view["total"], extra="")
+            while True:
+                extra = f"failed {view['failed']}" + (f" · {view['rate_per_min']:.1f}/min" if view["rate_per_min"]
+                                                      else "")
+                progress.update(task, completed=view["done"] + view["failed"], extra=extra)
+                if view["status"] != "running":
+                    break
+                time.sleep(poll_s)
+                view = client.get(f"/batches/{view['id']}").json()
+        lines = [json.loads(line) for line in client.get(f"/batches/{view['id']}/results").text.splitlines()
+                 if line.strip()]
+    return view, lines
+
+
+def generate(url: str, datasets_dir: Path, dataset: str, stage: str, constitution: str,
+             params: dict[str, Any]) -> list[Path]:
+    """`ucai data generate`: sft (critique batch) or prefs (preference batch) → dataset files."""
+    records = read_jsonl(imported_path(datasets_dir, dataset))
+    out_dir = datasets_dir / stage / constitution
+    batch_stage = {"sft": "critique", "prefs": "preference"}[stage]
+    key = batch_key(batch_stage, constitution, records, params)
+    manifest_path = out_dir / f"{dataset}.manifest.json"
+    if manifest_path.is_file() and json.loads(manifest_path.read_text()).get("batch_key") == key:
+        console.print(f"[green]already generated[/] {manifest_path} — nothing to do")
+        return [manifest_path]
+    view, lines = run_batch(url, batch_stage, constitution, records, params)
+    if view["status"] != "completed":
+        raise RuntimeError(f"batch {view['id']} ended {view['status']}")
+    by_id = {r.id: r.model_dump(mode="json") for r in records}
+    first = next((line["result"] for line in lines if line["status"] == "completed"), {})
+    manifest = {"batch_id": view["id"], "batch_key": key, "stage": stage, "constitution": constitution,
+                "constitution_hash": first.get("constitution_hash"), "dataset": dataset, "params": params,
+                "source_files": sorted({r.source for r in records}), "gateway": url,
+                "models": first.get("models"), "records": len(records), "failed": view["failed"]}
+    written = []
+    if stage == "sft":
+        written.append(write_dataset(sft_rows(by_id, lines), out_dir, dataset, manifest))
+        written.append(write_dataset(revision_preference_rows(by_id, lines), datasets_dir / "prefs-revision" /
+                                     constitution, dataset, manifest, csv_columns=("prompt", "chosen", "rejected")))
+    else:
+        written.append(write_dataset(preference_rows(by_id, lines), out_dir, dataset, manifest,
+                                     csv_columns=("prompt", "chosen", "rejected")))
+    for m in written:
+        console.print(f"[green]wrote[/] {m['rows']} rows: {', '.join(m['files'])}")
+    return [out_dir / f"{dataset}.manifest.json"]
+
+
+def categorise(url: str, datasets_dir: Path, dataset: str, constitution: str, keep: list[str] | None,
+               min_p: float) -> dict[str, int]:
+    """Score every prompt by principle; write `<dataset>.categorised.jsonl` and, with `keep`, a filtered dataset."""
+    records = read_jsonl(imported_path(datasets_dir, dataset))
+    view, lines = run_batch(url, "categorise", constitution, records, {})
+    scored = {line["id"]: line["result"] for line in lines if line["status"] == "completed"}
+    counts: dict[str, int] = {}
+    kept: list[PromptRecord] = []
+    out = imported_path(datasets_dir, f"{dataset}.categorised")
+    with out.open("w", encoding="utf-8") as f:
+        for record in records:
+            result = scored.get(record.id)
+            if result is None:
+                continue
+            counts[result["category"]] = counts.get(result["category"], 0) + 1
+            row = record.model_copy(update={"category": result["category"],
+                                            "meta": {**record.meta, "scores": result["scores"]}})
+            f.write(row.model_dump_json() + "\n")
+            if keep and result["category"] in keep and result["scores"][result["category"]] >= min_p:
+                kept.append(row)
+    if keep:
+        from ucai.datasets.importers import write_jsonl
+
+        write_jsonl(kept, imported_path(datasets_dir, f"{dataset}-{'-'.join(keep)}"))
+        counts["kept"] = len(kept)
+    return counts
