@@ -13,7 +13,8 @@ COPY ucai/ ucai/
 COPY services/ services/
 COPY gateway/ gateway/
 COPY training/ training/
-RUN pip install ".[gateway]"
+# `data`: the `ucai data …` commands run in this container, next to the datasets volume.
+RUN pip install ".[gateway,data]"
 
 RUN useradd --create-home --uid 10001 ucai
 USER ucai

@@ -20,6 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from taskiq import Context, TaskiqDepends
 from taskiq.acks import AcknowledgeType
 from taskiq.api import run_receiver_task
@@ -70,10 +72,13 @@ async def _run_job(context: Context, job: JobPayload, runner: Runner) -> dict[st
     store: JobStore = state.store
     task_id = context.message.task_id
 
-    # Redelivered after its result was saved but before the ack: don't run it twice.
-    if await broker.result_backend.is_result_ready(task_id):
-        return (await broker.result_backend.get_result(task_id)).return_value
     batches: BatchStore = state.batches
+    # Redelivered after its result was saved but before the ack: don't run it twice.
+    stored = await _stored_outcome(broker, task_id)
+    if stored is not None:
+        if job.batch:
+            await _record(batches, job, stored)
+        return stored
     if job.batch and await batches.is_cancelled(job.batch.batch_id):
         await store.set_status(job.job_id, "failed", CANCELLED.model_dump())
         return {"ok": False, "error": CANCELLED.model_dump()}
@@ -85,13 +90,41 @@ async def _run_job(context: Context, job: JobPayload, runner: Runner) -> dict[st
         outcome = await _run_with_retries(job, runner, state.roles, store, settings)
     finally:
         beat.cancel()
-    if job.batch:  # exactly once per record, however often this job ran
-        await batches.record(job.batch.batch_id, job.batch.record_id, outcome["ok"],
-                             outcome.get("result") or outcome.get("error") or {})
+    if job.batch:
+        await _record(batches, job, outcome)
     if outcome["ok"]:
-        await store.incr(job.job_id, "completions")
-        await store.set_status(job.job_id, "completed")
+        await _until_redis_answers(lambda: store.incr(job.job_id, "completions"))
+        await _until_redis_answers(lambda: store.set_status(job.job_id, "completed"))
     return outcome
+
+
+async def _stored_outcome(broker: ReclaimingStreamBroker, task_id: str) -> dict[str, Any] | None:
+    """This job's saved outcome, if an earlier run saved one (a crash result from taskiq does not count)."""
+    if not await broker.result_backend.is_result_ready(task_id):
+        return None
+    value = (await broker.result_backend.get_result(task_id)).return_value
+    return value if isinstance(value, dict) and "ok" in value else None
+
+
+async def _record(batches: BatchStore, job: JobPayload, outcome: dict[str, Any]) -> None:
+    """Exactly once per record (HSETNX), however often this job ran."""
+    assert job.batch is not None
+    await _until_redis_answers(lambda: batches.record(
+        job.batch.batch_id, job.batch.record_id, outcome["ok"], outcome.get("result") or outcome.get("error") or {}))
+
+
+async def _until_redis_answers(write: Callable[[], Awaitable[Any]], give_up_s: float = 300.0) -> Any:
+    """A finished job's bookkeeping must not be lost to a Redis restart: retry until Redis is back."""
+    deadline = time.monotonic() + give_up_s
+    delay = 0.2
+    while True:
+        try:
+            return await write()
+        except (RedisConnectionError, RedisTimeoutError):
+            if time.monotonic() > deadline:
+                raise  # unacknowledged: the job is rerun and its outcome written then
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
 
 
 async def _run_with_retries(job: JobPayload, runner: Runner, roles: Roles, store: JobStore,
