@@ -101,6 +101,15 @@ class Usage(BaseModel):
         self.requests += 1
 
 
+class JobResult(BaseModel):
+    """What every completed job returns: which job, under which constitution (name and version)."""
+
+    id: str
+    status: Literal["completed"] = "completed"
+    constitution: str
+    constitution_hash: str
+
+
 JudgeMethod = Literal["logprob", "cot", "option"]
 
 
@@ -142,11 +151,7 @@ class PositionConsistency(BaseModel):
     flipped: bool = Field(False, description="The argmax flipped for most principles.")
 
 
-class CompareResult(BaseModel):
-    id: str
-    status: Literal["completed"] = "completed"
-    constitution: str
-    constitution_hash: str
+class CompareResult(JobResult):
     method: JudgeMethod
     preferred: Literal[0, 1]
     probabilities: list[float] = Field(description="[p_a, p_b], summing to 1.")
@@ -171,11 +176,7 @@ class PairResult(BaseModel):
     p_a: float
 
 
-class RankResult(BaseModel):
-    id: str
-    status: Literal["completed"] = "completed"
-    constitution: str
-    constitution_hash: str
+class RankResult(JobResult):
     method: JudgeMethod
     ranking: list[RankedResponse] = Field(description="Best first.")
     pairs: list[PairResult]
@@ -208,11 +209,7 @@ class CategoriseRequest(ConversationInput):
     """Which principle of the constitution a prompt is about (or none), scored by the judge."""
 
 
-class CategoriseResult(BaseModel):
-    id: str
-    status: Literal["completed"] = "completed"
-    constitution: str
-    constitution_hash: str
+class CategoriseResult(JobResult):
     category: str = Field(description="The top principle, or 'none'.")
     scores: dict[str, float] = Field(description="Probability of each principle and of 'none', summing to 1.")
     raw: dict[str, Any] = Field(default_factory=dict)
@@ -230,11 +227,7 @@ class PreferenceRequest(JudgeOptions):
     temperature: float | None = Field(None, gt=0.0, le=2.0, description="Sampling temperature; default 0.7.")
 
 
-class PreferenceResult(BaseModel):
-    id: str
-    status: Literal["completed"] = "completed"
-    constitution: str
-    constitution_hash: str
+class PreferenceResult(JobResult):
     chosen: str
     rejected: str
     p_chosen: float
@@ -307,11 +300,7 @@ class RevisionStep(BaseModel):
     revision: str
 
 
-class CritiqueResult(BaseModel):
-    id: str
-    status: Literal["completed"] = "completed"
-    constitution: str
-    constitution_hash: str
+class CritiqueResult(JobResult):
     initial_response: str
     revisions: list[RevisionStep]
     final_response: str
