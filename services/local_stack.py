@@ -155,6 +155,10 @@ def _is_local(base_url: str, port: int) -> bool:
     return parsed.hostname in LOCAL_HOSTS and parsed.port == port
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8000, help="gateway port")
@@ -163,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     args = parser.parse_args(argv)
     stack = LocalStack(args.port, args.vllm_port, args.redis_port, args.workers)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    # Both stop the stack; SIGINT explicitly, since a shell's background job starts with it ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     code = 0
     try:
         stack.up()

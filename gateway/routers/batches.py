@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from gateway.dependencies import ConstitutionsDep, JobsDep, SettingsDep
@@ -138,7 +138,7 @@ async def batch_results(batch_id: str, request: Request):
 
 
 @router.delete("/batches/{batch_id}", response_model=BatchView, responses={404: {"model": ErrorEnvelope}})
-async def cancel_batch(batch_id: str, request: Request) -> JSONResponse:
+async def cancel_batch(batch_id: str, request: Request) -> BatchView:
     batches = _batches(request)
     await _view(batches, batch_id)
     await batches.cancel(batch_id)
