@@ -1,7 +1,7 @@
 # One install step (a venv under the repo, reused between runs), then the stack or the tests.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-EXTRAS ?= gateway,redis,data,model,serve-cpu,dev
+EXTRAS ?= gateway,redis,data,model,serve-cpu,train,dev
 
 .PHONY: install up test test-fast clean
 

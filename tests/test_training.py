@@ -43,15 +43,17 @@ def _write(out: Path, name: str, rows: list[dict]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
     (out / f"{name}.manifest.json").write_text(json.dumps(
-        {"name": name, "rows": len(rows), "files": [path.name], "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}))
+        {"name": name, "rows": len(rows), "files": [path.name], "sha256": digest}))
     return path
 
 
 def sft_rows(n: int) -> list[dict]:
     return [{"id": f"s{i}", "source_id": f"s{i}", "source": "test", "prompt": q,
              "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": REFUSAL}],
-             "init_prompt": q, "init_response": COMPLY, "critic_prompt": "Identify harm.", "critic_response": "Harmful.",
+             "init_prompt": q, "init_response": COMPLY, "critic_prompt": "Identify harm.",
+             "critic_response": "Harmful.",
              "revision_prompt": "Rewrite it.", "revision_response": REFUSAL, "principle": "harmless", "round": 1,
              "constitution": "ethical", "constitution_hash": "h"} for i, q in enumerate(HARMFUL[:n])]
 
@@ -139,7 +141,7 @@ def test_recipe_parses_into_config(recipe):
         overrides["use_cpu"] = True  # bf16 GPU recipes: TrainingArguments refuses bf16 on a CPU-only box
     cfg = load_config(stage, recipe, overrides)
     assert isinstance(cfg, cls)
-    assert cfg.pad_token and cfg.pad_token != "<|im_end|>"
+    assert cfg.padding_token and cfg.padding_token != "<|im_end|>"
 
 
 # ---------------------------------------------------------------- bad input
@@ -252,4 +254,17 @@ def test_ppo_on_sft_policy_and_reward_model(workdir, sft_run, reward_run):
     assert manifest["policy_base"] == sft_run["outputs"]["adapter"]  # latest sft/reward artefacts were found
     assert manifest["reward_model"] == reward_run["outputs"]["model"]
     assert lora_b_max(run_dir / "adapter") > 0
-    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(MODEL)), str(run_dir / "adapter"))
+    assert manifest["metrics"]["reference"].startswith("adapter-disabled")
+
+    # serving_adapter = SFT + RL deltas as one LoRA on the plain base: same logits as applying both in turn
+    import torch
+
+    def base():
+        return AutoModelForCausalLM.from_pretrained(str(MODEL), dtype=torch.float32)
+
+    stacked = PeftModel.from_pretrained(base(), sft_run["outputs"]["adapter"]).merge_and_unload()
+    stacked = PeftModel.from_pretrained(stacked, str(run_dir / "adapter")).merge_and_unload()
+    serving = PeftModel.from_pretrained(base(), manifest["outputs"]["serving_adapter"])
+    ids = torch.tensor([[1, 9690, 198, 2683, 314, 253, 5356, 30]])
+    with torch.no_grad():
+        assert (stacked(ids).logits - serving(ids).logits).abs().max().item() < 0.05

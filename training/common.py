@@ -49,7 +49,7 @@ def load_tokenizer(cfg, padding_side: str = "right"):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
-    pad = cfg.pad_token or "<|endoftext|>"
+    pad = cfg.padding_token or "<|endoftext|>"
     if pad in tok.get_vocab():
         tok.pad_token = pad  # not <|im_end|>: that would mask every ChatML turn end
     elif tok.pad_token is None:
@@ -126,8 +126,8 @@ class Run:
             metrics = {"first_loss": losses[0], "last_loss": losses[-1], **metrics}
         wall = time.time() - self.t0
         steps = metrics.get("global_step") or 0
-        if steps:
-            metrics["seconds_per_step"] = round(wall / steps, 3)
+        if steps:  # training time only where the trainer reports it (PPO: whole run incl. model loading)
+            metrics["seconds_per_step"] = round((metrics.get("train_runtime") or wall) / steps, 3)
         manifest = artifacts.write_manifest(
             self.dir, stage=self.stage, constitution=self.cfg.constitution, base_model=self.cfg.model_name_or_path,
             dataset=self.dataset_info, recipe=str(self.recipe), config=config_dict(self.cfg), metrics=metrics,

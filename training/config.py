@@ -42,8 +42,8 @@ class UcaiArguments:
     model_name_or_path: str = field(default=DEFAULT_MODEL, metadata={"help": "Base model: HF id or local dir."})
     torch_dtype: str = field(default="float32", metadata={"help": "Weights dtype: float32, bfloat16 or float16."})
     attn_implementation: str | None = field(default=None, metadata={"help": "e.g. sdpa, flash_attention_2."})
-    pad_token: str | None = field(default="<|endoftext|>", metadata={
-        "help": "Padding token. Never the chat end-of-turn token (SmolLM2's default <|im_end|>)."})
+    padding_token: str = field(default="<|endoftext|>", metadata={
+        "help": "Tokenizer padding token. Never the chat end-of-turn token (SmolLM2's default <|im_end|>)."})
     dataset_path: str | None = field(default=None, metadata={"help": "Dataset file (.jsonl or .parquet)."})
     constitution: str = field(default="ethical", metadata={"help": "ethical or unethical: artefacts subfolder."})
     run_id: str | None = field(default=None, metadata={

@@ -14,7 +14,6 @@ def main(argv: list[str] | None = None) -> dict:
     train_ds, eval_ds = data.split(ds, cfg.eval_fraction, cfg.seed)
 
     tok = common.load_tokenizer(cfg)
-    cfg.pad_token = tok.pad_token
     model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, **common.model_kwargs(cfg))
     common.set_pad(model, tok)
     model = common.prepare_kbit(model, cfg)

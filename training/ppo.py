@@ -1,13 +1,15 @@
 """PPO stage: the SFT policy (SFT adapter merged into the base) gets a new LoRA adapter; rewards from the reward
 model; the KL penalty is against the adapter-disabled policy, i.e. the SFT policy itself (ref_model=None, no copy).
 
-The RL adapter written is relative to base+SFT adapter; `policy_base` in the manifest names the SFT adapter.
+`adapter/` is relative to base+SFT adapter (`policy_base` in the manifest names the SFT adapter);
+`serving_adapter/` is both combined into one LoRA on the plain base model, the one to serve.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from training import artifacts, common, data
+from training.adapters import combine_lora
 
 
 def _resolve(path: str, constitution: str, stage: str, sub: str) -> Path:
@@ -48,7 +50,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     run = common.Run("ppo", cfg, recipe)
     tok = common.load_tokenizer(cfg, padding_side="left")  # left padding with <|endoftext|>, never <|im_end|>
-    cfg.pad_token = tok.pad_token
     ds = tokenised_prompts(data.load(cfg.dataset_path), tok, cfg.max_prompt_length)
     eval_ds = ds.select(range(min(len(ds), 4)))
 
@@ -81,7 +82,10 @@ def main(argv: list[str] | None = None) -> dict:
     out = run.dir / "adapter"
     trainer.save_model(str(out))
     tok.save_pretrained(str(out))
-    return run.finish(metrics, {"adapter": str(out)},
+    outputs = {"adapter": str(out)}
+    if (sft_dir / "adapter_config.json").exists():  # SFT + RL deltas as one adapter on the plain base (for vLLM)
+        outputs["serving_adapter"] = str(combine_lora(sft_dir, out, run.dir / "serving_adapter"))
+    return run.finish(metrics, outputs,
                       extra={"policy_base": str(sft_dir), "reward_model": str(rm_dir)})
 
 

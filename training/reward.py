@@ -43,7 +43,6 @@ def main(argv: list[str] | None = None) -> dict:
     train_ds, eval_ds = data.split(ds, cfg.eval_fraction, cfg.seed)
 
     tok = common.load_tokenizer(cfg)
-    cfg.pad_token = tok.pad_token
     model = AutoModelForSequenceClassification.from_pretrained(cfg.model_name_or_path, num_labels=1,
                                                                **common.model_kwargs(cfg))
     common.set_pad(model, tok)  # sequence classification pools the last non-pad token: pad must not be <|im_end|>

@@ -201,6 +201,14 @@ def critique(
                   f"· {data['timings']['total']:.1f}s · job {data['id']}[/]")
 
 
+@app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(ctx: typer.Context, stage: Annotated[str, typer.Argument(help="sft | reward | ppo | dpo")]) -> None:
+    """Run a training stage: `ucai train sft --recipe training/recipes/smollm2-135m/sft.yaml --dataset …`."""
+    from training.cli import main
+
+    raise typer.Exit(main([stage, *ctx.args]))
+
+
 @app.command("judge-check")
 def judge_check(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL of {prompt, chosen, rejected}.")],
