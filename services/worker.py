@@ -65,6 +65,23 @@ async def _heartbeat(broker: ReclaimingStreamBroker, msg_id: str | None, every_s
 
 
 async def _run_job(context: Context, job: JobPayload, runner: Runner) -> dict[str, Any]:
+    """Runs one job to an outcome, however long Redis is away.
+
+    An exception escaping a task makes taskiq save an error result and acknowledge the job, so a
+    Redis restart in the middle of the bookkeeping would lose the record. Instead the whole job is
+    retried until Redis answers again (each step is idempotent: stored outcome, HSETNX records).
+    """
+    delay = 0.5
+    while True:
+        try:
+            return await _run_job_once(context, job, runner)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            log.warning("job %s: redis unavailable (%s); retrying", job.job_id, exc)
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
+
+
+async def _run_job_once(context: Context, job: JobPayload, runner: Runner) -> dict[str, Any]:
     """Exactly-once bookkeeping around one job; returns {"ok": true, "result"} or {"ok": false, "error"}."""
     state = context.state
     broker: ReclaimingStreamBroker = context.broker  # type: ignore[assignment]
