@@ -135,3 +135,22 @@ class Run:
         log.info("%s run written to %s", self.stage, self.dir)
         print(f"{self.stage}: {self.dir}")
         return manifest
+
+
+def train_and_save(trainer, tok, cfg, run: Run, eval_ds) -> dict[str, Any]:
+    """Train (resuming if asked), evaluate, save the adapter (or model) and optionally a merged copy, finish the run."""
+    result = trainer.train(resume_from_checkpoint=run.resume_arg())
+    metrics = {"global_step": trainer.state.global_step, **result.metrics}
+    if eval_ds is not None:
+        metrics.update(trainer.evaluate())
+
+    out = run.dir / ("adapter" if cfg.use_peft else "model")
+    trainer.save_model(str(out))
+    tok.save_pretrained(str(out))
+    outputs = {out.name: str(out)}
+    if cfg.use_peft and cfg.merge_adapter and not cfg.load_in_4bit:
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(str(run.dir / "merged"))
+        tok.save_pretrained(str(run.dir / "merged"))
+        outputs["merged"] = str(run.dir / "merged")
+    return run.finish(metrics, outputs)

@@ -22,21 +22,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=train_ds, eval_dataset=eval_ds,
                          processing_class=tok, peft_config=common.lora_config(cfg), callbacks=[run.callback])
-    result = trainer.train(resume_from_checkpoint=run.resume_arg())
-    metrics = {"global_step": trainer.state.global_step, **result.metrics}
-    if eval_ds is not None:
-        metrics.update(trainer.evaluate())
-
-    adapter_dir = run.dir / ("adapter" if cfg.use_peft else "model")
-    trainer.save_model(str(adapter_dir))
-    tok.save_pretrained(str(adapter_dir))
-    outputs = {"adapter" if cfg.use_peft else "model": str(adapter_dir)}
-    if cfg.use_peft and cfg.merge_adapter and not cfg.load_in_4bit:
-        merged = trainer.model.merge_and_unload()
-        merged.save_pretrained(str(run.dir / "merged"))
-        tok.save_pretrained(str(run.dir / "merged"))
-        outputs["merged"] = str(run.dir / "merged")
-    return run.finish(metrics, outputs)
+    return common.train_and_save(trainer, tok, cfg, run, eval_ds)
 
 
 if __name__ == "__main__":
