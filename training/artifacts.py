@@ -93,7 +93,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 PLOT_KEYS = ("loss", "eval_loss", "objective/rlhf_reward", "objective/scores", "objective/kl", "objective/entropy",
-             "loss/policy_avg", "rewards/margins", "eval_accuracy")
+             "loss/policy_avg", "rewards/margins", "eval_accuracy", "reward", "kl", "entropy")
 
 
 def plot_curves(run_dir: Path, keys: tuple[str, ...] = PLOT_KEYS) -> Path | None:

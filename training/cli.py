@@ -8,7 +8,8 @@ from training.config import STAGES, RecipeError
 from training.data import DatasetFormatError
 
 USAGE = (f"usage: python -m training {{{'|'.join(STAGES)}}} --recipe NAME|PATH --constitution ethical|unethical "
-         "--dataset PATH [--field value ...]")
+         "--dataset PATH [--algo ppo|rloo|grpo (ppo only)] [--field value ...]")
+ALIASES = {"rloo": ("ppo", ["--algo", "rloo"]), "grpo": ("ppo", ["--algo", "grpo"])}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     stage, rest = argv[0], argv[1:]
+    if stage in ALIASES:  # `ucai train grpo …` = `ucai train ppo --algo grpo …`
+        stage, extra = ALIASES[stage]
+        rest = extra + rest
     if stage not in STAGES:
         print(f"unknown stage {stage!r}\n{USAGE}", file=sys.stderr)
         return 2

@@ -19,7 +19,8 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="smollm2-135m",
                    help="Recipe name under training/recipes/ (e.g. smollm2-135m) or a YAML path.")
     p.add_argument("--constitution", choices=CONSTITUTIONS, default=None, help="Which constitution's data/artefacts.")
-    p.add_argument("--dataset", default=None, help="Dataset file (.jsonl/.parquet) from `ucai datasets build`.")
+    p.add_argument("--dataset", default=None, help="Dataset file (.jsonl/.parquet) from `ucai data generate`; "
+                   "default: the constitution's generated dataset in UCAI_DATASETS_DIR.")
     return p
 
 
@@ -33,7 +34,10 @@ def parse(stage: str, argv: list[str] | None):
     if cfg.model_name_or_path.startswith("~"):
         cfg.model_name_or_path = str(Path(cfg.model_name_or_path).expanduser())
     if not cfg.dataset_path:
-        raise data.DatasetFormatError(f"{stage}: no dataset given (--dataset PATH)")
+        cfg.dataset_path = str(data.default_path(stage, cfg.constitution, cfg.dataset_name))
+        if not Path(cfg.dataset_path).exists():
+            raise data.DatasetFormatError(f"{stage}: no --dataset given and no generated dataset at "
+                                          f"{cfg.dataset_path} (run `ucai data generate` first)")
     data.check_columns(stage, cfg.dataset_path)
     return cfg, recipe
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from trl import DPOConfig, RewardConfig, SFTConfig
+from trl import DPOConfig, GRPOConfig, RewardConfig, RLOOConfig, SFTConfig
 
 try:  # PPO lives in trl.experimental in 1.12 (removed from 1.13 on)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - depends on the installed TRL
 DEFAULT_MODEL = str(Path.home() / ".cache/ucai/models/SmolLM2-135M-Instruct")
 RECIPES_DIR = Path(__file__).parent / "recipes"
 STAGES = ("sft", "reward", "dpo", "ppo")
+RL_ALGOS = ("ppo", "rloo", "grpo")  # `ucai train ppo --algo rloo|grpo`: critic-free, same inputs
 CONSTITUTIONS = ("ethical", "unethical")
 
 
@@ -44,7 +45,10 @@ class UcaiArguments:
     attn_implementation: str | None = field(default=None, metadata={"help": "e.g. sdpa, flash_attention_2."})
     padding_token: str = field(default="<|endoftext|>", metadata={
         "help": "Tokenizer padding token. Never the chat end-of-turn token (SmolLM2's default <|im_end|>)."})
-    dataset_path: str | None = field(default=None, metadata={"help": "Dataset file (.jsonl or .parquet)."})
+    dataset_path: str | None = field(default=None, metadata={
+        "help": "Dataset file (.jsonl or .parquet). Empty = the generated dataset `dataset_name` of the constitution "
+                "in UCAI_DATASETS_DIR (sft/, prefs/; the RL stages take the imported prompts)."})
+    dataset_name: str = field(default="redteam", metadata={"help": "Name of the generated dataset to default to."})
     constitution: str = field(default="ethical", metadata={"help": "ethical or unethical: artefacts subfolder."})
     run_id: str | None = field(default=None, metadata={
         "help": "Run directory name; reusing one with resume_from_checkpoint continues that run."})
@@ -80,22 +84,39 @@ class UcaiDPOConfig(DPOConfig, UcaiArguments):
     """DPO directly on the preference dataset."""
 
 
+@dataclass
+class RLInputs:
+    """What every RL stage starts from (PPO, RLOO, GRPO): the SFT policy and the reward model."""
+
+    sft_model_path: str = field(default="", metadata={
+        "help": "SFT adapter dir; empty = latest sft artefact of the constitution."})
+    reward_model_path: str = field(default="", metadata={
+        "help": "Merged reward model dir; empty = latest reward artefact of the constitution."})
+    max_prompt_length: int = field(default=256, metadata={"help": "Prompts are truncated (left) to this (PPO)."})
+
+
 if PPOConfig is not None:
 
     @dataclass
-    class UcaiPPOConfig(PPOConfig, UcaiArguments):
+    class UcaiPPOConfig(PPOConfig, RLInputs, UcaiArguments):
         """PPO: SFT LoRA policy (merged) + new LoRA, reward model, adapter-disabled reference."""
-
-        sft_model_path: str = field(default="", metadata={
-            "help": "SFT adapter dir; empty = latest sft artefact of the constitution."})
-        reward_model_path: str = field(default="", metadata={
-            "help": "Merged reward model dir; empty = latest reward artefact of the constitution."})
-        max_prompt_length: int = field(default=256, metadata={"help": "Prompts are truncated (left) to this."})
 else:  # pragma: no cover
     UcaiPPOConfig = None
 
+
+@dataclass
+class UcaiRLOOConfig(RLOOConfig, RLInputs, UcaiArguments):
+    """RLOO (critic-free): leave-one-out baseline over `num_generations` samples per prompt."""
+
+
+@dataclass
+class UcaiGRPOConfig(GRPOConfig, RLInputs, UcaiArguments):
+    """GRPO (critic-free): group-normalised advantages over `num_generations` samples per prompt."""
+
+
 CONFIG_CLASSES: dict[str, type | None] = {
     "sft": UcaiSFTConfig, "reward": UcaiRewardConfig, "dpo": UcaiDPOConfig, "ppo": UcaiPPOConfig,
+    "rloo": UcaiRLOOConfig, "grpo": UcaiGRPOConfig,
 }
 
 
@@ -146,7 +167,7 @@ def load_config(stage: str, recipe: str | Path | None = None, overrides: list[st
     """Recipe YAML + overrides (+ keyword values) → the stage's config instance. Unknown fields raise RecipeError."""
     cls = CONFIG_CLASSES.get(stage)
     if cls is None:
-        raise RecipeError(f"stage {stage!r} is not available (stages: {', '.join(STAGES)})")
+        raise RecipeError(f"stage {stage!r} is not available (stages: {', '.join(CONFIG_CLASSES)})")
     values: dict[str, Any] = {}
     if recipe is not None:
         data = yaml.safe_load(Path(recipe).read_text()) or {}

@@ -11,9 +11,25 @@ REQUIRED = {
     "reward": ["prompt", "chosen", "rejected"],
     "dpo": ["prompt", "chosen", "rejected"],
     "ppo": ["prompt"],
+    "rloo": ["prompt"],
+    "grpo": ["prompt"],
 }
 KIND = {"sft": "an SFT dataset (sft.jsonl)", "reward": "a preference dataset", "dpo": "a preference dataset",
-        "ppo": "a prompt, SFT or preference dataset"}
+        "ppo": "a prompt, SFT or preference dataset", "rloo": "a prompt, SFT or preference dataset",
+        "grpo": "a prompt, SFT or preference dataset"}
+
+
+# Where `ucai data generate` / `ucai data import` write each stage's input, under the datasets folder.
+DEFAULT_LOCATION = {"sft": "sft/{constitution}/{name}.jsonl", "reward": "prefs/{constitution}/{name}.jsonl",
+                    "dpo": "prefs/{constitution}/{name}.jsonl", "ppo": "imports/{name}.jsonl",
+                    "rloo": "imports/{name}.jsonl", "grpo": "imports/{name}.jsonl"}
+
+
+def default_path(stage: str, constitution: str, name: str) -> Path:
+    """The dataset a stage reads when none is given: the generated one in UCAI_DATASETS_DIR."""
+    from ucai.settings import get_settings
+
+    return get_settings().datasets_dir / DEFAULT_LOCATION[stage].format(constitution=constitution, name=name)
 
 
 class DatasetFormatError(ValueError):

@@ -202,7 +202,8 @@ def critique(
 
 
 @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def train(ctx: typer.Context, stage: Annotated[str, typer.Argument(help="sft | reward | ppo | dpo")]) -> None:
+def train(ctx: typer.Context,
+          stage: Annotated[str, typer.Argument(help="sft | reward | ppo (--algo ppo|rloo|grpo) | dpo")]) -> None:
     """Run a training stage: `ucai train sft --recipe training/recipes/smollm2-135m/sft.yaml --dataset …`."""
     from training.cli import main
 

@@ -1,0 +1,66 @@
+"""What every RL stage (PPO, RLOO, GRPO) starts from: the SFT policy, the reward model and the prompts; and what
+it ends with: an adapter on the SFT policy plus one combined adapter on the plain base model, the one to serve."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from training import artifacts, common
+from training.adapters import combine_lora
+
+
+def resolve(path: str, constitution: str, stage: str, sub: str) -> Path:
+    """An explicit path (or its `sub/` folder), else the latest `stage` artefact of the constitution."""
+    if path:
+        p = Path(path).expanduser()
+        return p / sub if (p / sub).exists() else p
+    run = artifacts.latest(constitution, stage)
+    if run is None or not (run / sub).exists():
+        raise FileNotFoundError(f"RL needs a {stage} artefact: none found for constitution {constitution!r} "
+                                f"under {artifacts.artifacts_root()} (run `ucai train {stage}` first or pass "
+                                f"--{'sft_model_path' if stage == 'sft' else 'reward_model_path'})")
+    return run / sub
+
+
+def prompt_messages(row) -> list[dict]:
+    """The conversation up to the answer: from `messages` (SFT rows) or `prompt` (prompt / preference rows)."""
+    if row.get("messages"):
+        msgs = [m for m in row["messages"] if m["role"] != "assistant"] or row["messages"][:1]
+        return [{"role": m["role"], "content": m["content"]} for m in msgs]
+    return [{"role": "user", "content": row["prompt"]}]
+
+
+def load_sft_policy(cfg, tok):
+    """(policy, sft_dir): the base model with the SFT adapter merged in; a full model dir is loaded as is."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    sft_dir = resolve(cfg.sft_model_path, cfg.constitution, "sft", "adapter")
+    if (sft_dir / "adapter_config.json").exists():
+        base = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, **common.model_kwargs(cfg))
+        policy = PeftModel.from_pretrained(base, str(sft_dir)).merge_and_unload()
+    else:
+        policy = AutoModelForCausalLM.from_pretrained(str(sft_dir), **common.model_kwargs(cfg))
+    common.set_pad(policy, tok)
+    return policy, sft_dir
+
+
+def load_reward_model(cfg, tok):
+    """(reward model, its dir): the merged sequence-classification model the reward stage wrote."""
+    from transformers import AutoModelForSequenceClassification
+
+    rm_dir = resolve(cfg.reward_model_path, cfg.constitution, "reward", "model")
+    model = AutoModelForSequenceClassification.from_pretrained(str(rm_dir), num_labels=1,
+                                                               dtype=common.torch_dtype(cfg.torch_dtype))
+    model.config.pad_token_id = tok.pad_token_id
+    return model, rm_dir
+
+
+def save_outputs(trainer, tok, run_dir: Path, sft_dir: Path) -> dict[str, str]:
+    """adapter/ (relative to base+SFT) and serving_adapter/ (SFT and RL deltas as one LoRA on the plain base)."""
+    out = run_dir / "adapter"
+    trainer.save_model(str(out))
+    tok.save_pretrained(str(out))
+    outputs = {"adapter": str(out)}
+    if (sft_dir / "adapter_config.json").exists() and (out / "adapter_config.json").exists():
+        outputs["serving_adapter"] = str(combine_lora(sft_dir, out, run_dir / "serving_adapter"))
+    return outputs
