@@ -51,8 +51,11 @@ class JobService:
         error = ErrorDetail.model_validate_json(raw["error"]) if raw.get("error") else None
         result: dict[str, Any] | None = None
         # The result backend is the truth about completion; the hash may say "completed" a moment early.
+        # A value without "ok" is taskiq's record of a run cancelled at shutdown, not an outcome: the job reruns.
+        value = None
         if await self.broker.result_backend.is_result_ready(job_id):
-            value = (await self.broker.result_backend.get_result(job_id)).return_value or {}
+            value = (await self.broker.result_backend.get_result(job_id)).return_value
+        if isinstance(value, dict) and "ok" in value:
             if value.get("ok"):
                 status, result, error = "completed", value["result"], None
             else:

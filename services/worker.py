@@ -79,6 +79,22 @@ async def _run_job(context: Context, job: JobPayload, runner: Runner) -> dict[st
             log.warning("job %s: redis unavailable (%s); retrying", job.job_id, exc)
             await asyncio.sleep(delay)
             delay = min(5.0, delay * 2)
+        except asyncio.CancelledError:
+            # This worker is stopping: hand the job back instead of letting taskiq acknowledge it as failed.
+            await _abandon(context, job)
+            raise
+
+
+async def _abandon(context: Context, job: JobPayload) -> None:
+    broker: ReclaimingStreamBroker = context.broker  # type: ignore[assignment]
+    msg_id = context.message.labels.get(MSG_ID_LABEL)
+    if not msg_id:
+        return
+    broker.abandon(msg_id)
+    log.warning("job %s abandoned at shutdown; another worker will rerun it", job.job_id)
+    with contextlib.suppress(Exception):  # unreleased, it is still reclaimed after redelivery_idle_s
+        await asyncio.wait_for(broker.release(msg_id), timeout=2.0)
+        await context.state.store.set_status(job.job_id, "queued")
 
 
 async def _run_job_once(context: Context, job: JobPayload, runner: Runner) -> dict[str, Any]:

@@ -140,3 +140,30 @@ def test_batch_survives_a_killed_worker_and_a_redis_restart(vllm_url, logs, tmp_
         stop(redis_process)
 
 
+
+
+def test_batch_survives_a_graceful_worker_stop(vllm_url, redis_url, logs):
+    """SIGTERM the only worker with jobs in flight (a `docker compose stop`, Ctrl-C): the cancelled jobs go back to
+    the stream instead of being acknowledged as failed, and the next worker finishes them without waiting out the
+    redelivery timeout."""
+    stack = make_stack(redis_url, vllm_url, logs, workers=1,
+                       UCAI_REDELIVERY_IDLE_S="300", UCAI_HEARTBEAT_S="1", UCAI_WORKER_CONCURRENCY="4")
+    records = _records(10)
+    try:
+        with httpx.Client(base_url=stack.url, timeout=120) as client:
+            batch = _submit(client, "critique", records, f"sigterm-{uuid.uuid4().hex[:6]}", max_tokens=16)
+            deadline = time.monotonic() + 300
+            while _done(client, batch["id"]) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            victim = stack.workers[0]
+            stop(victim)  # SIGTERM, exits after cancelling its running jobs
+            assert victim.returncode is not None
+            in_flight = client.get(f"/batches/{batch['id']}").json()
+            assert in_flight["done"] < 10, "the batch finished before the worker was stopped"
+            stack.start_worker()
+            view = _wait_batch(client, batch["id"], timeout_s=240)  # far below the 300 s redelivery timeout
+            assert view["status"] == "completed" and view["done"] == 10 and view["failed"] == 0, view
+            ids = [r["id"] for r in _results(client, batch["id"])]
+            assert sorted(ids) == sorted(r["id"] for r in records)
+    finally:
+        stack.close()

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -49,7 +49,39 @@ class ReclaimingStreamBroker(RedisStreamBroker):
     iteration reclaims. Each delivered message also carries its stream id as a label,
     so the running task can heartbeat (XCLAIM ... JUSTID resets the idle time) and a
     long job is never stolen from a live worker.
+
+    A job cancelled by a worker's shutdown is *abandoned*: taskiq would save an error result
+    and acknowledge it (it catches BaseException, CancelledError included), losing the job;
+    an abandoned message is not acknowledged and is made reclaimable at once instead.
     """
+
+    _abandoned: set[str] | None = None
+
+    def abandon(self, msg_id: str) -> None:
+        """Leave this message unacknowledged: its task was cancelled before it finished."""
+        if self._abandoned is None:
+            self._abandoned = set()
+        self._abandoned.add(msg_id)
+
+    async def release(self, msg_id: str) -> None:
+        """Mark an abandoned message idle long enough that any worker's next XAUTOCLAIM takes it."""
+        async with Redis(connection_pool=self.connection_pool) as conn:
+            await conn.xclaim(
+                self.queue_name, self.consumer_group_name, self.consumer_name,
+                min_idle_time=0, message_ids=[msg_id], idle=self.idle_timeout + 1000, justid=True,
+            )
+
+    def _ack_unless_abandoned(self, msg_id: bytes | str) -> Callable[[], Awaitable[None]]:
+        key = msg_id.decode() if isinstance(msg_id, bytes) else msg_id
+        ack = self._ack_generator(id=msg_id, queue_name=self.queue_name)
+
+        async def _ack() -> None:
+            if self._abandoned and key in self._abandoned:
+                self._abandoned.discard(key)
+                return  # pending in the stream: reclaimed and rerun by a worker
+            await ack()
+
+        return _ack
 
     def _tagged(self, data: bytes, msg_id: bytes | str) -> bytes:
         message = json.loads(data)
@@ -86,7 +118,7 @@ class ReclaimingStreamBroker(RedisStreamBroker):
                         continue
                     yield AckableMessage(
                         data=self._tagged(fields[b"data"], msg_id),
-                        ack=self._ack_generator(id=msg_id, queue_name=self.queue_name),
+                        ack=self._ack_unless_abandoned(msg_id),
                     )
 
     async def renew(self, msg_id: str) -> None:
