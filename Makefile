@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 EXTRAS ?= gateway,redis,data,model,serve-cpu,train,dev
 
-.PHONY: install up test test-fast clean
+.PHONY: install up test test-fast train-cpu clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,21 @@ up: install
 test: install
 	$(VENV)/bin/ucai model prepare
 	OMP_NUM_THREADS=1 $(PY) -m pytest -ra --durations=15
+
+# The whole training chain on the CPU with the bundled model, for both constitutions, from `ucai data generate`'s
+# datasets (UCAI_DATASETS_DIR): sft -> reward -> ppo, plus dpo and the critic-free rloo/grpo. RL_STEPS caps the RL
+# stages (minutes each on 2 cores); the others run their recipe's full epoch.
+RL_STEPS ?= 8
+train-cpu: install
+	$(VENV)/bin/ucai model prepare
+	set -e; for c in ethical unethical; do \
+	  $(VENV)/bin/ucai train sft    --constitution $$c; \
+	  $(VENV)/bin/ucai train reward --constitution $$c; \
+	  $(VENV)/bin/ucai train ppo    --constitution $$c --max_steps $(RL_STEPS); \
+	  $(VENV)/bin/ucai train dpo    --constitution $$c; \
+	  $(VENV)/bin/ucai train ppo    --constitution $$c --algo rloo --max_steps $(RL_STEPS); \
+	  $(VENV)/bin/ucai train ppo    --constitution $$c --algo grpo --max_steps $(RL_STEPS); \
+	done
 
 test-fast: install
 	$(PY) -m pytest -ra -m "not slow"
