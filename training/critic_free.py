@@ -47,7 +47,7 @@ def main(algo: str, argv: list[str] | None = None) -> dict:
     metrics = {"global_step": trainer.state.global_step, **result.metrics, "steps_logged": len(rewards),
                "first_reward": rewards[0] if rewards else None, "last_reward": rewards[-1] if rewards else None,
                "last_kl": kls[-1] if kls else None,
-               "reference": "adapter-disabled policy (SFT)" if cfg.beta else "none (beta = 0)"}
+               "reference": rl_inputs.reference_of(trainer, cfg.beta)}
     outputs = rl_inputs.save_outputs(trainer, tok, run.dir, sft_dir)
     return run.finish(metrics, outputs,
                       extra={"algo": algo, "policy_base": str(sft_dir), "reward_model": str(rm_dir)})

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     scores = [r.get("objective/scores") for r in run.callback.records if "objective/scores" in r]
     metrics = {"global_step": trainer.state.global_step, "updates_logged": len(kl),
                "last_kl": kl[-1] if kl else None, "last_score": scores[-1] if scores else None,
-               "reference": "adapter-disabled policy (SFT)"}
+               "reference": rl_inputs.reference_of(trainer, cfg.kl_coef)}
 
     trainer.is_distributed_loading_by_transformers = False  # else save_model fails in trl 1.12
     outputs = rl_inputs.save_outputs(trainer, tok, run.dir, sft_dir)

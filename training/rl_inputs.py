@@ -55,6 +55,16 @@ def load_reward_model(cfg, tok):
     return model, rm_dir
 
 
+def reference_of(trainer, kl_coef: float) -> str:
+    """What the KL term compares against, read off the trainer (not assumed): TRL leaves `ref_model` None when the
+    policy is a PEFT model, and uses the policy with its adapter disabled."""
+    if not kl_coef:
+        return "none (no KL term)"
+    if getattr(trainer, "ref_model", None) is None:
+        return "adapter-disabled policy (SFT)"
+    return "separate reference model copy"
+
+
 def save_outputs(trainer, tok, run_dir: Path, sft_dir: Path) -> dict[str, str]:
     """adapter/ (relative to base+SFT) and serving_adapter/ (SFT and RL deltas as one LoRA on the plain base)."""
     out = run_dir / "adapter"
