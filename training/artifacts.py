@@ -13,7 +13,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from training.config import artifacts_root
+from ucai.artifacts import artifacts_root, latest_run
 
 
 def new_run_dir(constitution: str, stage: str, run_id: str | None = None, root: Path | None = None) -> Path:
@@ -37,15 +37,8 @@ def set_latest(run_dir: Path) -> None:
 
 
 def latest(constitution: str, stage: str, root: Path | None = None) -> Path | None:
-    """The latest run dir of (constitution, stage), or None."""
-    stage_dir = (root or artifacts_root()) / constitution / stage
-    pointer = stage_dir / "latest.txt"
-    if pointer.exists():
-        run = stage_dir / pointer.read_text().strip()
-        if run.exists():
-            return run
-    link = stage_dir / "latest"
-    return link.resolve() if link.exists() else None
+    """The latest run dir of (constitution, stage), or None (the same lookup the serving side uses)."""
+    return latest_run(constitution, stage, root)
 
 
 def git_commit() -> str | None:

@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 from trl import DPOConfig, GRPOConfig, RewardConfig, RLOOConfig, SFTConfig
 
+from ucai.artifacts import artifacts_root
+
 try:  # PPO lives in trl.experimental in 1.12 (removed from 1.13 on)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from trl.experimental.ppo import PPOConfig
@@ -28,8 +30,6 @@ RL_ALGOS = ("ppo", "rloo", "grpo")  # `ucai train ppo --algo rloo|grpo`: critic-
 CONSTITUTIONS = ("ethical", "unethical")
 
 
-def artifacts_root() -> Path:
-    return Path(os.environ.get("UCAI_ARTIFACTS", "./artifacts"))
 
 
 class RecipeError(ValueError):

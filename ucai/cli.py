@@ -155,10 +155,15 @@ def constitution_check(files: list[Path]) -> None:
 @app.command()
 def up(
     port: int = 8000, vllm_port: int = 8001, redis_port: int = 6380, workers: int = 1,
+    adapter: Annotated[list[str] | None, typer.Option(
+        help="Also serve the latest trained LoRA of CONSTITUTION/STAGE (e.g. ethical/ppo) as model "
+             "'<constitution>-<stage>'; repeatable.")] = None,
 ) -> None:
     """Start the local stack (Redis, vllm serve, worker, gateway); Ctrl-C stops it."""
     command = [sys.executable, "-m", "services.local_stack", "--port", str(port), "--vllm-port", str(vllm_port),
                "--redis-port", str(redis_port), "--workers", str(workers)]
+    for spec in adapter or []:
+        command += ["--adapter", spec]
     os.execv(sys.executable, command)  # replace this process: Ctrl-C reaches the stack directly
 
 
