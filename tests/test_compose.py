@@ -348,8 +348,9 @@ def test_training_jobs_run_each_stage_from_the_datasets_volume(services):
         entry = [with_defaults(str(a)) for a in svc["entrypoint"]]
         assert entry[:4] == ["python", "-m", "training", stage], entry
         recipe = flag_value(entry, "--recipe")
-        assert (ROOT / "training" / "recipes" / recipe / f"{stage}.yaml").is_file(), (
-            f"{stage}: default recipe {recipe} has no {stage}.yaml")
+        recipe_stage = flag_value(entry, "--algo") or stage  # the RL job's recipe file is named after its algorithm
+        assert (ROOT / "training" / "recipes" / recipe / f"{recipe_stage}.yaml").is_file(), (
+            f"{stage}: default recipe {recipe} has no {recipe_stage}.yaml")
         # what `run <stage> --constitution unethical` hands the stage script must parse
         args, _ = build_parser(stage).parse_known_args(entry[4:] + ["--constitution", "unethical"])
         assert args.constitution == "unethical" and args.recipe == recipe
