@@ -242,10 +242,21 @@ async def serve(settings: Settings, concurrency: int) -> None:
         run_receiver_task(broker, max_async_tasks=concurrency, ack_time=AcknowledgeType.WHEN_SAVED)
     )
     await stop.wait()
-    # Unfinished jobs stay unacknowledged in the stream: another worker reclaims them.
+    # Unfinished jobs stay unacknowledged in the stream: cancel them while Redis is still reachable (each hands
+    # itself back), then release whatever this consumer still holds so the next worker takes it without waiting.
     receiver.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await receiver
+    jobs = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for job in jobs:
+        job.cancel()
+    if jobs:
+        await asyncio.wait(jobs, timeout=10)
+    try:
+        released = await asyncio.wait_for(broker.release_pending(), timeout=5)
+        log.info("released %d unfinished job(s) for other workers", released)
+    except Exception as exc:  # noqa: BLE001 - they are still reclaimed after redelivery_idle_s
+        log.warning("could not release unfinished jobs (%s); they are reclaimed after the redelivery timeout", exc)
     await broker.state.roles.aclose()
     await redis.aclose()
     await broker.shutdown()

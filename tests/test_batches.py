@@ -8,6 +8,7 @@ import uuid
 
 import httpx
 import pytest
+import redis
 
 from services.local_stack import stop
 from tests.conftest import make_stack
@@ -160,6 +161,10 @@ def test_batch_survives_a_graceful_worker_stop(vllm_url, redis_url, logs):
             assert victim.returncode is not None
             in_flight = client.get(f"/batches/{batch['id']}").json()
             assert in_flight["done"] < 10, "the batch finished before the worker was stopped"
+            # Whatever the stopped worker still held (running or only prefetched) is released: idle past the timeout.
+            with redis.Redis.from_url(redis_url) as r:
+                held = r.xpending_range(stack.env["UCAI_QUEUE_NAME"], "ucai-workers", min="-", max="+", count=100)
+            assert all(p["time_since_delivered"] >= 300_000 for p in held), held
             stack.start_worker()
             view = _wait_batch(client, batch["id"], timeout_s=240)  # far below the 300 s redelivery timeout
             assert view["status"] == "completed" and view["done"] == 10 and view["failed"] == 0, view

@@ -362,7 +362,7 @@ def test_adapters_load_in_vllm_serve(workdir, sft_run, ppo_run, tmp_path):
     artifacts.set_latest(loud_run)
 
     args, adapters = lora_serve_args(["ethical/sft", "ethical/ppo", "loud/sft"])
-    assert adapters["ethical-sft"] == sft_adapter
+    assert adapters["ethical-sft"] == artifacts.latest("ethical", "sft") / "adapter"  # the newest sft run
     assert adapters["ethical-ppo"] == Path(ppo_run["outputs"]["serving_adapter"])
     assert args[args.index("--max-lora-rank") + 1] == "32"  # SFT r16 + PPO r16 folded into one r32 adapter
     port, log = free_port(), tmp_path / "vllm-lora.log"

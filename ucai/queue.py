@@ -71,6 +71,18 @@ class ReclaimingStreamBroker(RedisStreamBroker):
                 min_idle_time=0, message_ids=[msg_id], idle=self.idle_timeout + 1000, justid=True,
             )
 
+    async def release_pending(self) -> int:
+        """At shutdown: make every message this consumer still holds reclaimable at once — abandoned jobs, and ones
+        read from the stream but never started (taskiq drops its prefetched deliveries when it stops)."""
+        async with Redis(connection_pool=self.connection_pool) as conn:
+            pending = await conn.xpending_range(self.queue_name, self.consumer_group_name, min="-", max="+",
+                                                count=10_000, consumername=self.consumer_name)
+            ids = [p["message_id"] for p in pending]
+            if ids:
+                await conn.xclaim(self.queue_name, self.consumer_group_name, self.consumer_name, min_idle_time=0,
+                                  message_ids=ids, idle=self.idle_timeout + 1000, justid=True)
+            return len(ids)
+
     def _ack_unless_abandoned(self, msg_id: bytes | str) -> Callable[[], Awaitable[None]]:
         key = msg_id.decode() if isinstance(msg_id, bytes) else msg_id
         ack = self._ack_generator(id=msg_id, queue_name=self.queue_name)
