@@ -92,9 +92,8 @@ async def _abandon(context: Context, job: JobPayload) -> None:
         return
     broker.abandon(msg_id)
     log.warning("job %s abandoned at shutdown; another worker will rerun it", job.job_id)
-    with contextlib.suppress(Exception):  # unreleased, it is still reclaimed after redelivery_idle_s
-        await asyncio.wait_for(broker.release(msg_id), timeout=2.0)
-        await context.state.store.set_status(job.job_id, "queued")
+    with contextlib.suppress(Exception):  # only the status shown; the unacknowledged stream entry is what reruns it
+        await asyncio.wait_for(context.state.store.set_status(job.job_id, "queued"), timeout=2.0)
 
 
 async def _run_job_once(context: Context, job: JobPayload, runner: Runner) -> dict[str, Any]:

@@ -52,7 +52,8 @@ class ReclaimingStreamBroker(RedisStreamBroker):
 
     A job cancelled by a worker's shutdown is *abandoned*: taskiq would save an error result
     and acknowledge it (it catches BaseException, CancelledError included), losing the job;
-    an abandoned message is not acknowledged and is made reclaimable at once instead.
+    an abandoned message is not acknowledged, and the stopping worker makes everything it still
+    holds reclaimable at once (`release_pending`).
     """
 
     _abandoned: set[str] | None = None
@@ -62,14 +63,6 @@ class ReclaimingStreamBroker(RedisStreamBroker):
         if self._abandoned is None:
             self._abandoned = set()
         self._abandoned.add(msg_id)
-
-    async def release(self, msg_id: str) -> None:
-        """Mark an abandoned message idle long enough that any worker's next XAUTOCLAIM takes it."""
-        async with Redis(connection_pool=self.connection_pool) as conn:
-            await conn.xclaim(
-                self.queue_name, self.consumer_group_name, self.consumer_name,
-                min_idle_time=0, message_ids=[msg_id], idle=self.idle_timeout + 1000, justid=True,
-            )
 
     async def release_pending(self) -> int:
         """At shutdown: make every message this consumer still holds reclaimable at once — abandoned jobs, and ones
