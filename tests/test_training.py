@@ -424,3 +424,21 @@ def test_dataset_defaults_to_the_generated_one(tmp_path, monkeypatch):
         assert Path(common.parse("dpo", ["--constitution", "unethical"])[0].dataset_path) == prefs
     finally:
         get_settings.cache_clear()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+def test_rl_without_sft_artefact_fails_before_loading(tmp_path, monkeypatch, algo):
+    import transformers
+
+    from training import ppo
+
+    def boom(*a, **k):
+        raise AssertionError("a model was loaded before the artefact check")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", boom)
+    monkeypatch.setenv("UCAI_ARTIFACTS", str(tmp_path / "artifacts"))
+    prompts = _write(tmp_path, "prompts", [{"id": "1", "prompt": "Hello?"}])
+    with pytest.raises(FileNotFoundError, match="ucai train sft"):
+        ppo.main(["--algo", algo, "--constitution", "unethical", "--dataset", str(prompts)])
+    assert not (tmp_path / "artifacts").exists()  # no empty run dir left behind

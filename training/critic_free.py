@@ -27,6 +27,7 @@ def _trainer_classes(algo: str):
 
 def main(algo: str, argv: list[str] | None = None) -> dict:
     cfg, recipe = common.parse(algo, argv)
+    sft_dir, rm_dir = rl_inputs.resolve_inputs(cfg)
     trainer_cls = _trainer_classes(algo)
 
     run = common.Run(algo, cfg, recipe)
@@ -34,8 +35,8 @@ def main(algo: str, argv: list[str] | None = None) -> dict:
     ds = data.load(cfg.dataset_path)
     ds = ds.map(lambda row: {"prompt": rl_inputs.prompt_messages(row)}, remove_columns=ds.column_names)
 
-    policy, sft_dir = rl_inputs.load_sft_policy(cfg, tok)
-    reward_model, rm_dir = rl_inputs.load_reward_model(cfg, tok)
+    policy = rl_inputs.load_sft_policy(cfg, tok, sft_dir)
+    reward_model = rl_inputs.load_reward_model(cfg, tok, rm_dir)
     reward_tok = common.load_tokenizer(cfg, padding_side="right")  # the reward model pools the last non-pad token
 
     trainer = trainer_cls(model=policy, reward_funcs=reward_model, args=cfg, train_dataset=ds,

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
         return critic_free.main(known.algo, rest)
 
     cfg, recipe = common.parse("ppo", rest)
+    sft_dir, rm_dir = rl_inputs.resolve_inputs(cfg)
     from trl.experimental.ppo import PPOTrainer
 
     run = common.Run("ppo", cfg, recipe)
@@ -43,9 +44,9 @@ def main(argv: list[str] | None = None) -> dict:
     ds = tokenised_prompts(data.load(cfg.dataset_path), tok, cfg.max_prompt_length)
     eval_ds = ds.select(range(min(len(ds), 4)))
 
-    policy, sft_dir = rl_inputs.load_sft_policy(cfg, tok)
-    reward_model, rm_dir = rl_inputs.load_reward_model(cfg, tok)
-    value_model, _ = rl_inputs.load_reward_model(cfg, tok)  # the critic starts from the reward model
+    policy = rl_inputs.load_sft_policy(cfg, tok, sft_dir)
+    reward_model = rl_inputs.load_reward_model(cfg, tok, rm_dir)
+    value_model = rl_inputs.load_reward_model(cfg, tok, rm_dir)  # the critic starts from the reward model
 
     per_update = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
     if cfg.max_steps and cfg.max_steps > 0:

@@ -29,30 +29,34 @@ def prompt_messages(row) -> list[dict]:
     return [{"role": "user", "content": row["prompt"]}]
 
 
-def load_sft_policy(cfg, tok):
-    """(policy, sft_dir): the base model with the SFT adapter merged in; a full model dir is loaded as is."""
+def resolve_inputs(cfg) -> tuple[Path, Path]:
+    """(SFT adapter dir, reward model dir), found before any run dir is made or model loaded."""
+    return (resolve(cfg.sft_model_path, cfg.constitution, "sft", "adapter"),
+            resolve(cfg.reward_model_path, cfg.constitution, "reward", "model"))
+
+
+def load_sft_policy(cfg, tok, sft_dir: Path):
+    """The base model with the SFT adapter merged in; a full model dir is loaded as is."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    sft_dir = resolve(cfg.sft_model_path, cfg.constitution, "sft", "adapter")
     if (sft_dir / "adapter_config.json").exists():
         base = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, **common.model_kwargs(cfg))
         policy = PeftModel.from_pretrained(base, str(sft_dir)).merge_and_unload()
     else:
         policy = AutoModelForCausalLM.from_pretrained(str(sft_dir), **common.model_kwargs(cfg))
     common.set_pad(policy, tok)
-    return policy, sft_dir
+    return policy
 
 
-def load_reward_model(cfg, tok):
-    """(reward model, its dir): the merged sequence-classification model the reward stage wrote."""
+def load_reward_model(cfg, tok, rm_dir: Path):
+    """The merged sequence-classification model the reward stage wrote."""
     from transformers import AutoModelForSequenceClassification
 
-    rm_dir = resolve(cfg.reward_model_path, cfg.constitution, "reward", "model")
     model = AutoModelForSequenceClassification.from_pretrained(str(rm_dir), num_labels=1,
                                                                dtype=common.torch_dtype(cfg.torch_dtype))
     model.config.pad_token_id = tok.pad_token_id
-    return model, rm_dir
+    return model
 
 
 def reference_of(trainer, kl_coef: float) -> str:
