@@ -76,6 +76,15 @@ def model_kwargs(cfg) -> dict[str, Any]:
     return kw
 
 
+def load_causal_lm(cfg, tok):
+    """The base causal LM to train (SFT, DPO): dtype/4-bit from the recipe, pad id from `tok`, k-bit prepared."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, **model_kwargs(cfg))
+    set_pad(model, tok)
+    return prepare_kbit(model, cfg)
+
+
 def prepare_kbit(model, cfg):
     if cfg.load_in_4bit:
         from peft import prepare_model_for_kbit_training

@@ -6,7 +6,6 @@ from training import common, data
 
 def main(argv: list[str] | None = None) -> dict:
     cfg, recipe = common.parse("dpo", argv)
-    from transformers import AutoModelForCausalLM
     from trl import DPOTrainer
 
     run = common.Run("dpo", cfg, recipe)
@@ -14,9 +13,7 @@ def main(argv: list[str] | None = None) -> dict:
     train_ds, eval_ds = data.split(ds, cfg.eval_fraction, cfg.seed)
 
     tok = common.load_tokenizer(cfg)
-    model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, **common.model_kwargs(cfg))
-    common.set_pad(model, tok)
-    model = common.prepare_kbit(model, cfg)
+    model = common.load_causal_lm(cfg, tok)
 
     # ref_model=None with a LoRA peft_config: the adapter-disabled model is the reference (no second copy)
     trainer = DPOTrainer(model=model, ref_model=None, args=cfg, train_dataset=train_ds, eval_dataset=eval_ds,

@@ -6,7 +6,6 @@ from training import common, data
 
 def main(argv: list[str] | None = None) -> dict:
     cfg, recipe = common.parse("sft", argv)  # fails on bad recipe / dataset before any model loads
-    from transformers import AutoModelForCausalLM
     from trl import SFTTrainer
 
     run = common.Run("sft", cfg, recipe)
@@ -14,9 +13,7 @@ def main(argv: list[str] | None = None) -> dict:
     train_ds, eval_ds = data.split(ds, cfg.eval_fraction, cfg.seed)
 
     tok = common.load_tokenizer(cfg)
-    model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, **common.model_kwargs(cfg))
-    common.set_pad(model, tok)
-    model = common.prepare_kbit(model, cfg)
+    model = common.load_causal_lm(cfg, tok)
     if cfg.completion_only_loss is None:
         cfg.completion_only_loss = True  # prompt/completion format: loss on the completion (the revision) only
 
