@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from urllib.parse import urlparse
 import httpx
 
 from ucai.artifacts import lora_serve_args
+from ucai.engine_dtype import EngineDtype, choose_engine_dtype
 from ucai.local_redis import start_redis
 from ucai.model_prepare import resolve_model_path
 from ucai.settings import ROLE_NAMES, get_settings
@@ -25,9 +27,22 @@ from ucai.settings import ROLE_NAMES, get_settings
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "0.0.0.0"}
 
 
-def vllm_env(threads: str = "0-1") -> dict[str, str]:
+def free_port() -> int:
+    """A free loopback port (tests and benchmarks start their servers on these)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def engine_dtype() -> EngineDtype:
+    """The local engine's dtype (UCAI_VLLM_DTYPE, else from the CPU's flags): one choice for stack, tests, bench."""
+    return choose_engine_dtype(get_settings().vllm_dtype)
+
+
+def vllm_env(dtype: EngineDtype, threads: str = "0-1") -> dict[str, str]:
     env = dict(os.environ)
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; unset, vLLM reserves ~90 % of RAM
+    # GiB; unset, vLLM reserves ~90 % of RAM. Sized to the dtype: fp32 entries take twice the bytes.
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(dtype.kvcache_gib))
     env.setdefault("VLLM_CPU_OMP_THREADS_BIND", threads)
     env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     return env
@@ -41,14 +56,19 @@ def service_env(**extra: str) -> dict[str, str]:
 
 
 def start_vllm(model_path: str, port: int, served_name: str = "smollm2", max_model_len: int = 8192,
-               log: Path | None = None, extra_args: list[str] | None = None) -> subprocess.Popen:
+               log: Path | None = None, extra_args: list[str] | None = None, dtype: EngineDtype | None = None,
+               enforce_eager: bool | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`vllm serve` on loopback; dtype and eager mode default to the settings (benchmarks pass both)."""
+    dtype = dtype or engine_dtype()
+    eager = get_settings().vllm_enforce_eager if enforce_eager is None else enforce_eager
     command = [
         sys.executable, "-m", "services.vllm_launcher", "serve", model_path, "--served-model-name", served_name,
-        "--host", "127.0.0.1", "--port", str(port), "--dtype", "bfloat16", "--enforce-eager",
+        "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype.dtype, *(["--enforce-eager"] if eager else []),
         "--max-model-len", str(max_model_len), "--max-logprobs", "20", *(extra_args or []),
     ]
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(command, env=vllm_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(command, env={**vllm_env(dtype), **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
 
 
 def start_worker(env: dict[str, str], log: Path | None = None) -> subprocess.Popen:
@@ -126,11 +146,14 @@ class LocalStack:
         local_roles = [r for r in ROLE_NAMES if _is_local(settings.role(r).base_url, self.vllm_port)]
         if local_roles:
             model = resolve_model_path(settings.model_path, settings.cache_dir)
+            dtype = engine_dtype()
             vllm = start_vllm(model, self.vllm_port, settings.role(local_roles[0]).model,
-                              settings.max_model_len, self.log_dir / "vllm.log", extra_args=lora_args)
+                              settings.max_model_len, self.log_dir / "vllm.log", extra_args=lora_args, dtype=dtype)
             self.processes.append(("vllm", vllm))
             print(f"vllm serve {model} on :{self.vllm_port} for {', '.join(local_roles)} "
                   f"(log {self.log_dir / 'vllm.log'})")
+            print(f"  dtype    {dtype.dtype}: {dtype.reason}; "
+                  f"{'eager' if settings.vllm_enforce_eager else 'compiled'} (UCAI_VLLM_ENFORCE_EAGER)")
             wait_http(f"http://127.0.0.1:{self.vllm_port}/v1/models", vllm, 600, "vllm serve")
             for name, path in adapters.items():
                 print(f"  LoRA     {name} ({path}) as model {name!r} on :{self.vllm_port}")

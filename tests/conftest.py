@@ -3,7 +3,6 @@ bundled model, real worker and gateway processes, all on loopback ports picked a
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 import uuid
@@ -13,18 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.local_stack import service_env, start_gateway, start_vllm, start_worker, stop, wait_http
+from services.local_stack import free_port, service_env, start_gateway, start_vllm, start_worker, stop, wait_http
 from ucai.local_redis import start_redis
 from ucai.model_prepare import resolve_model_path
 from ucai.settings import ROLE_NAMES, get_settings
 
 SERVED_NAME = "smollm2"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tail(path: Path, lines: int = 40) -> str:

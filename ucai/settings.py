@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,10 +49,19 @@ class Settings(BaseSettings):
     constitutions_dir: Path | None = Field(None, description="Extra folder of constitution YAML/JSON files.")
     cache_dir: Path = Field(Path.home() / ".cache" / "ucai", description="Prepared models and local Redis data.")
     datasets_dir: Path = Field(Path("datasets"), description="Imported prompts and generated datasets.")
+    artifacts_dir: Path = Field(
+        Path("artifacts"), validation_alias=AliasChoices("UCAI_ARTIFACTS", "UCAI_ARTIFACTS_DIR"),
+        description="Training runs (<constitution>/<stage>/<run-id>/), `latest` pointers and reports.")
+    worker_concurrency: int = Field(8, ge=1, description="Jobs one worker process runs at once.")
     model_path: str | None = Field(
         None, description="HF model path or id for the local vllm serve; unset: the bundled SmolLM2 (prepared)."
     )
     max_model_len: int = Field(8192, description="Context length the local vllm serve is started with.")
+    vllm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="dtype of the local vllm serve; auto: bf16 where the CPU has native bf16 "
+        "(avx512_bf16 / amx_bf16), fp32 otherwise (bf16 is emulated and several times slower there).")
+    vllm_enforce_eager: bool = Field(
+        True, description="Run the local vllm serve eagerly (no torch.compile); see README for the measured trade-off.")
 
     generator: RoleSettings = RoleSettings()
     critic: RoleSettings = RoleSettings(temperature=0.7)
