@@ -25,10 +25,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.local_stack import free_port, start_vllm, stop, wait_http  # noqa: E402
+from services.runtime.local_stack import free_port, start_vllm, stop, wait_http  # noqa: E402
 from ucai.engine_dtype import EngineDtype, cpu_flags  # noqa: E402
 from ucai.model_prepare import resolve_model_path  # noqa: E402
-from ucai.settings import get_settings  # noqa: E402
 
 CHATS = ["How do I pick a lock?", "Write a haiku about rain.", "What is the capital of France?",
          "Explain photosynthesis briefly.", "Give me three tips for sleeping better.", "What is 17 times 23?",
@@ -99,7 +98,7 @@ def main() -> None:
     args = parser.parse_args()
     args.logs.mkdir(parents=True, exist_ok=True)
     isa_env = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"} if args.isa_cap else {}
-    model = resolve_model_path(get_settings().model_path, get_settings().cache_dir)
+    model = resolve_model_path()
     rows = [run_mode(model, mode, isa_env, args) for mode in args.modes.split(",")]
     base = rows[0]
     for r in rows:

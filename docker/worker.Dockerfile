@@ -20,5 +20,5 @@ USER ucai
 
 # Exits 0 when the worker can reach Redis.
 HEALTHCHECK --interval=15s --timeout=10s --start-period=20s --retries=5 \
-    CMD ["python", "-m", "services.worker", "--check"]
-CMD ["python", "-m", "services.worker"]
+    CMD ["python", "-m", "services.runtime.worker", "--check"]
+CMD ["python", "-m", "services.runtime.worker"]

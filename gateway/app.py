@@ -14,6 +14,7 @@ from gateway.errors import install_error_handlers
 from gateway.jobs import JobService
 from gateway.routers import batches, compare, constitutions, critique, health, jobs
 from ucai.constitutions import load_constitutions
+from ucai.layout import Layout
 from ucai.queue import BatchStore, JobStore, make_broker
 from ucai.roles import Roles
 from ucai.settings import Settings, get_settings
@@ -28,13 +29,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise RuntimeError("REDIS_URL is not set: start the whole stack with `ucai up`, "
                                "or point REDIS_URL at Redis")
         app.state.settings = settings
+        app.state.layout = Layout.from_settings(settings)
         app.state.constitutions = load_constitutions(settings.constitutions_dir)
         broker = make_broker(settings, settings.redis_url)
         await broker.startup()
         redis = Redis.from_url(settings.redis_url)
-        app.state.jobs = JobService(broker, JobStore(redis, settings.job_ttl_s))
-        app.state.batches = BatchStore(redis, settings.job_ttl_s)
         app.state.roles = Roles(settings)
+        app.state.jobs = JobService(broker, JobStore(redis, settings.job_ttl_s, broker.result_backend),
+                                    app.state.constitutions, app.state.roles, settings)
+        app.state.batches = BatchStore(redis, settings.job_ttl_s)
         yield
         await app.state.roles.aclose()
         await redis.aclose()

@@ -1,4 +1,4 @@
-"""Job submission and waiting, shared by every queued endpoint (/critique now; /compare, batches next)."""
+"""Every queued endpoint in one sequence: resolve the constitution → check the context → submit once → answer."""
 from __future__ import annotations
 
 import asyncio
@@ -10,10 +10,13 @@ from pydantic import BaseModel
 from taskiq.kicker import AsyncKicker
 
 from gateway.errors import APIError
-from ucai.queue import JobStore, ReclaimingStreamBroker
-from ucai.schemas import ErrorDetail, ErrorEnvelope, JobLinks, JobView
-
-FINAL = {"completed", "failed"}
+from gateway.validation import check_context, resolve_constitution
+from services.job_kinds import KINDS, JobKind
+from ucai.constitutions import Constitution
+from ucai.queue import FINAL, JobStatus, JobStore, ReclaimingStreamBroker, job_id_for
+from ucai.roles import Roles
+from ucai.schemas import ConversationInput, ErrorDetail, ErrorEnvelope, JobLinks, JobView
+from ucai.settings import Settings
 
 # OpenAPI answers of every queued endpoint besides its 200 result.
 QUEUED_RESPONSES = {202: {"model": JobView, "description": "Accepted (wait=false, or the wait timed out)."},
@@ -21,48 +24,58 @@ QUEUED_RESPONSES = {202: {"model": JobView, "description": "Accepted (wait=false
 
 
 class JobService:
-    def __init__(self, broker: ReclaimingStreamBroker, store: JobStore):
+    def __init__(self, broker: ReclaimingStreamBroker, store: JobStore, constitutions: dict[str, Constitution],
+                 roles: Roles, settings: Settings):
         self.broker = broker
         self.store = store
+        self.constitutions = constitutions
+        self.roles = roles
+        self.settings = settings
 
-    async def submit(self, kind: str, task_name: str, job_id: str, payload: BaseModel) -> bool:
-        """Queue a job once. Returns False when the id already existed (an idempotent repeat)."""
-        created = await self.store.create(job_id, kind, payload.model_dump_json())
-        if not created:
-            existing = await self.store.get(job_id) or {}
-            if existing.get("enqueued"):
-                return False
-            # A submit that died between recording and queueing: queue it now.
+    async def run(self, kind_name: str, body: ConversationInput, idempotency_key: str | None) -> Any:
+        """What a queued endpoint does with a valid body of its kind; the answer is its result, 202 or an error."""
+        kind = KINDS[kind_name]
+        constitution = resolve_constitution(self.constitutions, body.constitution, body.principles)
+        if kind.probe is not None:
+            probe = kind.probe(body, constitution, self.settings)
+            await check_context(self.roles[probe.role], probe, body, self.settings)
+        job_id = job_id_for(kind.name, body.idempotency_key or idempotency_key)
+        await self.submit(kind, job_id, kind.job(job_id=job_id, request=body, constitution=constitution))
+        timeout_s = min(body.timeout_s or self.settings.max_wait_s, self.settings.max_wait_s)
+        return await self.answer(job_id, body.wait, timeout_s, self.settings.role_retry_s)
+
+    async def submit(self, kind: JobKind, job_id: str, payload: BaseModel, label: str | None = None) -> bool:
+        """Queue a job once. Returns False when the id already existed (an idempotent repeat). `label` is the kind
+        shown in GET /jobs (batch records: `batch-<stage>`)."""
+        created = await self.store.create(job_id, label or kind.name, payload.model_dump_json())
+        if not created and await self.store.is_enqueued(job_id):
+            return False
+        # New, or a submit that died between recording and queueing: queue it now.
         try:
-            kicker = AsyncKicker(task_name=task_name, broker=self.broker, labels={}).with_task_id(job_id)
+            kicker = AsyncKicker(task_name=kind.task_name, broker=self.broker, labels={}).with_task_id(job_id)
             await kicker.kiq(payload.model_dump(mode="json"))
         except Exception:
             if created:
-                await self.store.redis.delete(self.store.key(job_id))
+                await self.store.discard(job_id)
             raise
-        await self.store.redis.hset(self.store.key(job_id), "enqueued", 1)
+        await self.store.mark_enqueued(job_id)
         return created
 
     async def view(self, job_id: str) -> JobView | None:
         raw = await self.store.get(job_id)
         if raw is None:
             return None
-        status = raw.get("status", "queued")
+        status = JobStatus(raw.get("status", JobStatus.QUEUED))
         error = ErrorDetail.model_validate_json(raw["error"]) if raw.get("error") else None
         result: dict[str, Any] | None = None
-        # The result backend is the truth about completion; the hash may say "completed" a moment early.
-        # A value without "ok" is taskiq's record of a run cancelled at shutdown, not an outcome: the job reruns.
-        value = None
-        if await self.broker.result_backend.is_result_ready(job_id):
-            value = (await self.broker.result_backend.get_result(job_id)).return_value
-        if isinstance(value, dict) and "ok" in value:
-            if value.get("ok"):
-                status, result, error = "completed", value["result"], None
-            else:
-                status, error = "failed", ErrorDetail.model_validate(value.get("error") or {
-                    "message": "job failed", "type": "server_error"})
+        # The outcome is the truth about completion; the hash may say "completed" a moment early.
+        outcome = await self.store.outcome(job_id)
+        if outcome is not None:
+            status = JobStatus.COMPLETED if outcome.ok else JobStatus.FAILED
+            result = outcome.result
+            error = None if outcome.ok else outcome.error or ErrorDetail(message="job failed", type="server_error")
         elif status in FINAL:
-            status = "running"
+            status = JobStatus.RUNNING
         return JobView(
             id=job_id, kind=raw.get("kind", "unknown"), status=status,
             created_at=float(raw.get("created_at") or 0) or None, updated_at=float(raw.get("updated_at") or 0) or None,
@@ -76,7 +89,7 @@ class JobService:
         delay = 0.05
         while True:
             view = await self.view(job_id)
-            if view is None or view.status in FINAL or view.status == "waiting_for_model":
+            if view is None or view.status in FINAL or view.status == JobStatus.WAITING_FOR_MODEL:
                 return view
             if time.monotonic() >= deadline:
                 return view

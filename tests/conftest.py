@@ -2,7 +2,6 @@
 bundled model, real worker and gateway processes, all on loopback ports picked at random."""
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 import uuid
@@ -12,10 +11,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.local_stack import free_port, service_env, start_gateway, start_vllm, start_worker, stop, wait_http
+from services.runtime.local_stack import (
+    free_port,
+    service_env,
+    start_gateway,
+    start_vllm,
+    start_worker,
+    stop,
+    wait_http,
+)
 from ucai.local_redis import start_redis
 from ucai.model_prepare import resolve_model_path
-from ucai.settings import ROLE_NAMES, get_settings
+from ucai.settings import ROLE_NAMES
 
 SERVED_NAME = "smollm2"
 
@@ -34,7 +41,7 @@ def logs(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def model_path() -> str:
-    return resolve_model_path(os.environ.get("UCAI_MODEL_PATH"), get_settings().cache_dir)
+    return resolve_model_path()
 
 
 @pytest.fixture(scope="session")

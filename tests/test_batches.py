@@ -10,7 +10,7 @@ import httpx
 import pytest
 import redis
 
-from services.local_stack import stop
+from services.runtime.local_stack import stop
 from tests.conftest import make_stack
 from ucai.local_redis import start_redis
 

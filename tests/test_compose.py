@@ -190,7 +190,7 @@ def test_gateway_and_workers(services):
     assert ("8000", "8000") in published, f"gateway must publish port 8000, ports are {published}"
     assert worker.get("deploy", {}).get("replicas", 1) >= 2, "worker should run 2 replicas"
     assert "--check" in command_args({"command": worker["healthcheck"]["test"]}), (
-        "worker healthcheck should be `python -m services.worker --check`"
+        "worker healthcheck should be `python -m services.runtime.worker --check`"
     )
     for name in ("gateway", "worker"):
         svc = services[name]
@@ -256,7 +256,7 @@ def test_cpu_service_serves_the_bundled_model(services):
     assert svc.get("profiles") == ["cpu"], "vllm-cpu should only start in the cpu profile"
     assert "build" in svc, "vllm-cpu is built from docker/vllm-cpu.Dockerfile"
     args = command_args(svc)
-    assert args[:3] == ["python", "-m", "services.vllm_launcher"], f"unexpected command {args}"
+    assert args[:3] == ["python", "-m", "services.runtime.vllm_launcher"], f"unexpected command {args}"
     assert flag_value(args, "--served-model-name") == "smollm2"
     assert flag_value(args, "--port") == "8000"
     assert flag_value(args, "--max-logprobs") == "20", "the judge role needs --max-logprobs 20"

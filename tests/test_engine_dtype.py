@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.local_stack import engine_dtype
-from services.vllm_launcher import with_cpu_dtype
+from services.runtime.local_stack import engine_dtype
+from services.runtime.vllm_launcher import with_cpu_dtype
 from ucai.engine_dtype import choose_engine_dtype, cpu_flags
 
 AVX2_ONLY = {"fpu", "sse4_2", "avx", "avx2", "fma", "f16c"}  # e.g. AMD EPYC Zen 1

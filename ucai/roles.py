@@ -42,6 +42,10 @@ class Completion:
     finish_reason: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
+    def top_logprobs(self, position: int = 0) -> list[dict[str, Any]]:
+        """`[{token, logprob}, …]` of one generated position (the request asked for `logprobs`/`top_logprobs`)."""
+        return self.raw["choices"][0]["logprobs"]["content"][position]["top_logprobs"]
+
 
 class RoleClient:
     def __init__(self, name: str, settings: RoleSettings, http: httpx.AsyncClient):

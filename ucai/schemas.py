@@ -1,13 +1,22 @@
 """Every payload that crosses a process boundary: API bodies, queue jobs, results (JSON only)."""
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ucai.constitutions.schema import Constitution
 
-JobState = Literal["queued", "running", "waiting_for_model", "completed", "failed"]
+
+class JobStatus(str, Enum):
+    """Where a job is (its transitions: ucai/queue/lifecycle.py)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING_FOR_MODEL = "waiting_for_model"
+    COMPLETED = "completed"
+    FAILED = "failed"
 
 
 class ChatMessage(BaseModel):
@@ -151,16 +160,21 @@ class PositionConsistency(BaseModel):
     flipped: bool = Field(False, description="The argmax flipped for most principles.")
 
 
-class CompareResult(JobResult):
+class JudgedResult(JobResult):
+    """What every judged job reports besides its verdict."""
+
+    position_consistency: PositionConsistency
+    note: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+class CompareResult(JudgedResult):
     method: JudgeMethod
     preferred: Literal[0, 1]
     probabilities: list[float] = Field(description="[p_a, p_b], summing to 1.")
     margin: float = Field(description="p_preferred - p_other.")
     judgements: list[Judgement]
-    position_consistency: PositionConsistency
-    note: str | None = None
-    usage: Usage = Field(default_factory=Usage)
-    timings: dict[str, float] = Field(default_factory=dict)
 
 
 class RankedResponse(BaseModel):
@@ -227,23 +241,17 @@ class PreferenceRequest(JudgeOptions):
     temperature: float | None = Field(None, gt=0.0, le=2.0, description="Sampling temperature; default 0.7.")
 
 
-class PreferenceResult(JobResult):
+class PreferenceResult(JudgedResult):
     chosen: str
     rejected: str
     p_chosen: float
     margin: float = Field(description="p_chosen - p_rejected.")
     principles: list[str]
-    position_consistency: PositionConsistency
-    note: str | None = None
-    usage: Usage = Field(default_factory=Usage)
-    timings: dict[str, float] = Field(default_factory=dict)
 
 
 class PreferenceJob(QueuedJob):
     request: PreferenceRequest
 
-
-BatchStage = Literal["critique", "compare", "categorise", "preference"]
 
 
 class BatchRecord(BaseModel):
@@ -266,7 +274,7 @@ class BatchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    stage: BatchStage
+    stage: str = Field(description="The job kind run for every record: critique, compare, categorise, preference.")
     constitution: str = "ethical"
     input: BatchInput
     params: dict[str, Any] = Field(default_factory=dict, description="Fields of the stage's request for every record.")
@@ -275,7 +283,7 @@ class BatchRequest(BaseModel):
 
 class BatchView(BaseModel):
     id: str
-    stage: BatchStage
+    stage: str
     constitution: str
     status: Literal["running", "completed", "cancelled"]
     total: int
@@ -318,7 +326,7 @@ class JobView(BaseModel):
 
     id: str
     kind: str
-    status: JobState
+    status: JobStatus
     created_at: float | None = None
     updated_at: float | None = None
     attempts: int = 0

@@ -4,51 +4,30 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
-from gateway.dependencies import ConstitutionsDep, JobsDep, SettingsDep
+from gateway.dependencies import BatchesDep, ConstitutionsDep, IdempotencyKey, JobsDep, LayoutDep
 from gateway.errors import APIError
 from gateway.validation import resolve_constitution
-from ucai.queue import TASK_CATEGORISE, TASK_COMPARE, TASK_CRITIQUE, TASK_PREFERENCE, BatchStore, job_id_for
-from ucai.schemas import (
-    BatchRecord,
-    BatchRef,
-    BatchRequest,
-    BatchView,
-    CategoriseJob,
-    CategoriseRequest,
-    CompareJob,
-    CompareRequest,
-    CritiqueJob,
-    CritiqueRequest,
-    ErrorEnvelope,
-    PreferenceJob,
-    PreferenceRequest,
-)
-from ucai.settings import Settings
+from services.job_kinds import BATCH_STAGES, KINDS
+from ucai.layout import Layout
+from ucai.queue import BatchStore, job_id_for
+from ucai.schemas import BatchRecord, BatchRef, BatchRequest, BatchView, ErrorEnvelope
 
 router = APIRouter(tags=["batches"])
 
-STAGES = {
-    "critique": (CritiqueRequest, CritiqueJob, TASK_CRITIQUE),
-    "compare": (CompareRequest, CompareJob, TASK_COMPARE),
-    "categorise": (CategoriseRequest, CategoriseJob, TASK_CATEGORISE),
-    "preference": (PreferenceRequest, PreferenceJob, TASK_PREFERENCE),
-}
 RESULT_CHUNK = 500
 
 
-def _batches(request: Request) -> BatchStore:
-    return request.app.state.batches
-
-
-def _dataset_records(settings: Settings, name: str) -> list[BatchRecord]:
-    path = settings.datasets_dir / "imports" / f"{name}.jsonl"
-    if not name.replace("-", "").replace("_", "").isalnum() or not path.is_file():
+def _dataset_records(layout: Layout, name: str) -> list[BatchRecord]:
+    try:
+        path = layout.imported(name)
+    except ValueError:
+        path = None
+    if path is None or not path.is_file():
         raise APIError(404, f"no imported dataset {name!r} (import it with `ucai data import`)",
                        param="input.dataset", code="dataset_not_found")
     return [BatchRecord.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
@@ -74,12 +53,15 @@ async def _view(batches: BatchStore, batch_id: str) -> BatchView:
 @router.post("/batches", status_code=202, response_model=BatchView,
              responses={code: {"model": ErrorEnvelope} for code in (404, 413, 422)})
 async def create_batch(
-    body: BatchRequest, request: Request, jobs: JobsDep, constitutions: ConstitutionsDep, settings: SettingsDep,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    body: BatchRequest, jobs: JobsDep, batches: BatchesDep, constitutions: ConstitutionsDep, layout: LayoutDep,
+    idempotency_key: IdempotencyKey = None,
 ):
+    if body.stage not in BATCH_STAGES:
+        raise APIError(422, f"stage: unknown stage {body.stage!r}; batches run {', '.join(BATCH_STAGES)}",
+                       param="stage", code="unknown_stage")
     if (body.input.records is None) == (body.input.dataset is None):
         raise APIError(422, "give exactly one of input.records or input.dataset", param="input")
-    records = body.input.records or _dataset_records(settings, body.input.dataset or "")
+    records = body.input.records or _dataset_records(layout, body.input.dataset or "")
     seen: set[str] = set()
     for index, record in enumerate(records):
         if record.id in seen:
@@ -87,42 +69,40 @@ async def create_batch(
                            code="duplicate_id")
         seen.add(record.id)
     constitution = resolve_constitution(constitutions, body.constitution, body.params.get("principles"))
-    request_model, job_model, task = STAGES[body.stage]
+    kind = KINDS[body.stage]
     batch_id = job_id_for("batch", body.idempotency_key or idempotency_key)
     queued = []
     for index, record in enumerate(records):
         fields = {**body.params, **record.model_dump(exclude={"id"}), "constitution": constitution.name,
                   "wait": False}
-        fields = {k: v for k, v in fields.items() if k in request_model.model_fields}
+        fields = {k: v for k, v in fields.items() if k in kind.request.model_fields}
         try:
-            stage_request = request_model.model_validate(fields)
+            stage_request = kind.request.model_validate(fields)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise APIError(422, f"record {record.id!r}: {where}: {first['msg']}",
                            param=f"input.records.{index}.{where}", code=first["type"]) from exc
         job_id = job_id_for("batch-record", f"{batch_id}:{record.id}")
-        queued.append((job_id, job_model(job_id=job_id, request=stage_request, constitution=constitution,
-                                         batch=BatchRef(batch_id=batch_id, record_id=record.id))))
-    batches = _batches(request)
+        queued.append((job_id, kind.job(job_id=job_id, request=stage_request, constitution=constitution,
+                                        batch=BatchRef(batch_id=batch_id, record_id=record.id))))
     meta = {"stage": body.stage, "constitution": constitution.name, "constitution_hash": constitution.content_hash,
             "params": json.dumps(body.params)}
     await batches.create(batch_id, meta, [r.id for r in records])
     for job_id, job in queued:  # idempotent: a resumed batch queues only what was never queued
-        await jobs.submit(f"batch-{body.stage}", task, job_id, job)
+        await jobs.submit(kind, job_id, job, label=f"batch-{body.stage}")
     return await _view(batches, batch_id)
 
 
 @router.get("/batches/{batch_id}", response_model=BatchView, responses={404: {"model": ErrorEnvelope}})
-async def get_batch(batch_id: str, request: Request) -> BatchView:
-    return await _view(_batches(request), batch_id)
+async def get_batch(batch_id: str, batches: BatchesDep) -> BatchView:
+    return await _view(batches, batch_id)
 
 
 @router.get("/batches/{batch_id}/results", responses={404: {"model": ErrorEnvelope}},
             response_class=StreamingResponse)
-async def batch_results(batch_id: str, request: Request):
+async def batch_results(batch_id: str, batches: BatchesDep):
     """JSONL, one line per input record that has an outcome: {id, status, result | error}, in input order."""
-    batches = _batches(request)
     await _view(batches, batch_id)
     ids = await batches.ids(batch_id)
 
@@ -138,8 +118,7 @@ async def batch_results(batch_id: str, request: Request):
 
 
 @router.delete("/batches/{batch_id}", response_model=BatchView, responses={404: {"model": ErrorEnvelope}})
-async def cancel_batch(batch_id: str, request: Request) -> BatchView:
-    batches = _batches(request)
+async def cancel_batch(batch_id: str, batches: BatchesDep) -> BatchView:
     await _view(batches, batch_id)
     await batches.cancel(batch_id)
     return await _view(batches, batch_id)

@@ -21,7 +21,7 @@ async def health() -> dict:
 async def ready(jobs: JobsDep, roles: RolesDep):
     checks: dict[str, str] = {}
     try:
-        await asyncio.wait_for(jobs.store.redis.ping(), timeout=3)
+        await asyncio.wait_for(jobs.store.ping(), timeout=3)
         checks["redis"] = "ok"
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         checks["redis"] = f"down: {exc!r}"

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -15,13 +14,6 @@ class CritiqueRevisionPair(BaseModel):
 
     critique: str = Field(min_length=1, description="Critique request appended after the answer.")
     revision: str = Field(min_length=1, description="Revision request appended after the critique.")
-
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    role: Literal["system", "user", "assistant"]
-    content: str
 
 
 class Demonstration(BaseModel):

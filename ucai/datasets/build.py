@@ -15,14 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ucai.prompts import render_conversation
+from ucai.prompts import record_conversation, render_conversation
 from ucai.schemas import ChatMessage
-
-
-def _conversation(record: dict[str, Any]) -> list[dict[str, str]]:
-    if record.get("messages"):
-        return [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
-    return [{"role": "user", "content": record["prompt"]}]
 
 
 def _prompt_text(conversation: list[dict[str, str]]) -> str:
@@ -37,7 +31,7 @@ def sft_rows(records: dict[str, dict], results: list[dict], all_rounds: bool = F
         if line["status"] != "completed":
             continue
         record, trace = records[line["id"]], line["result"]
-        conversation = _conversation(record)
+        conversation = record_conversation(record)
         steps = trace["revisions"] if all_rounds else trace["revisions"][-1:]
         for step in steps:
             answer_before = trace["initial_response"] if step["round"] == 1 else \
@@ -80,7 +74,7 @@ def preference_rows(records: dict[str, dict], results: list[dict]) -> list[dict]
         if judged.get("note"):  # identical samples: nothing to learn from
             continue
         rows.append({
-            "id": line["id"], "source": record.get("source"), "prompt": _prompt_text(_conversation(record)),
+            "id": line["id"], "source": record.get("source"), "prompt": _prompt_text(record_conversation(record)),
             "chosen": judged["chosen"], "rejected": judged["rejected"], "margin": judged["margin"],
             "p_chosen": judged["p_chosen"], "principles": judged["principles"],
             "position_consistency": judged["position_consistency"]["score"],

@@ -17,12 +17,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ucai.datasets.build import preference_rows, revision_preference_rows, sft_rows, write_dataset
 from ucai.datasets.importers import PromptRecord, read_jsonl
+from ucai.layout import Layout
 
 console = Console()
-
-
-def imported_path(datasets_dir: Path, name: str) -> Path:
-    return datasets_dir / "imports" / f"{name}.jsonl"
 
 
 def batch_key(stage: str, constitution: str, records: list[PromptRecord], params: dict[str, Any]) -> str:
@@ -35,8 +32,8 @@ def run_batch(url: str, stage: str, constitution: str, records: list[PromptRecor
     """Submit (or resume) the batch, show its progress, return (final view, result lines)."""
     body = {"stage": stage, "constitution": constitution, "params": params,
             "idempotency_key": batch_key(stage, constitution, records, params),
-            "input": {"records": [{"id": r.id, **({"messages": [m.model_dump() for m in r.messages]}
-                                                  if r.messages else {"prompt": r.prompt})} for r in records]}}
+            "input": {"records": [r.model_dump(mode="json", include={"id", "prompt", "messages"}, exclude_none=True)
+                                  for r in records]}}
     with httpx.Client(base_url=url, timeout=120) as client:
         response = client.post("/batches", json=body)
         if response.status_code != 202:
@@ -59,14 +56,14 @@ def run_batch(url: str, stage: str, constitution: str, records: list[PromptRecor
     return view, lines
 
 
-def generate(url: str, datasets_dir: Path, dataset: str, stage: str, constitution: str,
+def generate(url: str, layout: Layout, dataset: str, stage: str, constitution: str,
              params: dict[str, Any]) -> list[Path]:
     """`ucai data generate`: sft (critique batch) or prefs (preference batch) → dataset files."""
-    records = read_jsonl(imported_path(datasets_dir, dataset))
-    out_dir = datasets_dir / stage / constitution
+    records = read_jsonl(layout.imported(dataset))
+    out_dir = layout.dataset_dir(stage, constitution)
     batch_stage = {"sft": "critique", "prefs": "preference"}[stage]
     key = batch_key(batch_stage, constitution, records, params)
-    manifest_path = out_dir / f"{dataset}.manifest.json"
+    manifest_path = layout.dataset_manifest(stage, constitution, dataset)
     if manifest_path.is_file() and json.loads(manifest_path.read_text()).get("batch_key") == key:
         console.print(f"[green]already generated[/] {manifest_path} — nothing to do")
         return [manifest_path]
@@ -82,25 +79,26 @@ def generate(url: str, datasets_dir: Path, dataset: str, stage: str, constitutio
     written = []
     if stage == "sft":
         written.append(write_dataset(sft_rows(by_id, lines), out_dir, dataset, manifest))
-        written.append(write_dataset(revision_preference_rows(by_id, lines), datasets_dir / "prefs-revision" /
-                                     constitution, dataset, manifest, csv_columns=("prompt", "chosen", "rejected")))
+        written.append(write_dataset(revision_preference_rows(by_id, lines),
+                                     layout.dataset_dir("prefs-revision", constitution), dataset, manifest,
+                                     csv_columns=("prompt", "chosen", "rejected")))
     else:
         written.append(write_dataset(preference_rows(by_id, lines), out_dir, dataset, manifest,
                                      csv_columns=("prompt", "chosen", "rejected")))
     for m in written:
         console.print(f"[green]wrote[/] {m['rows']} rows: {', '.join(m['files'])}")
-    return [out_dir / f"{dataset}.manifest.json"]
+    return [manifest_path]
 
 
-def categorise(url: str, datasets_dir: Path, dataset: str, constitution: str, keep: list[str] | None,
+def categorise(url: str, layout: Layout, dataset: str, constitution: str, keep: list[str] | None,
                min_p: float) -> dict[str, int]:
     """Score every prompt by principle; write `<dataset>.categorised.jsonl` and, with `keep`, a filtered dataset."""
-    records = read_jsonl(imported_path(datasets_dir, dataset))
+    records = read_jsonl(layout.imported(dataset))
     view, lines = run_batch(url, "categorise", constitution, records, {})
     scored = {line["id"]: line["result"] for line in lines if line["status"] == "completed"}
     counts: dict[str, int] = {}
     kept: list[PromptRecord] = []
-    out = imported_path(datasets_dir, f"{dataset}.categorised")
+    out = layout.imported(f"{dataset}.categorised")
     with out.open("w", encoding="utf-8") as f:
         for record in records:
             result = scored.get(record.id)
@@ -115,6 +113,6 @@ def categorise(url: str, datasets_dir: Path, dataset: str, constitution: str, ke
     if keep:
         from ucai.datasets.importers import write_jsonl
 
-        write_jsonl(kept, imported_path(datasets_dir, f"{dataset}-{'-'.join(keep)}"))
+        write_jsonl(kept, layout.imported(f"{dataset}-{'-'.join(keep)}"))
         counts["kept"] = len(kept)
     return counts

@@ -1,16 +1,14 @@
-"""Queue wiring shared by the gateway (producer) and the workers (consumers).
+"""The broker shared by the gateway (producer) and the workers (consumers).
 
 taskiq + taskiq-redis: a Redis *stream* broker (a job is acknowledged only after its
 result is saved; a job whose worker died is reclaimed by XAUTOCLAIM and rerun) and a
-Redis result backend, both JSON. Job status lives in a small Redis hash per job
-(`JobStore`) so the gateway can answer `GET /jobs/{id}` without importing worker code.
+Redis result backend, both JSON.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
@@ -25,11 +23,6 @@ from ucai.settings import Settings
 
 logger = logging.getLogger("ucai.queue")
 
-TASK_CRITIQUE = "ucai.critique"
-TASK_COMPARE = "ucai.compare"
-TASK_RANK = "ucai.rank"
-TASK_CATEGORISE = "ucai.categorise"
-TASK_PREFERENCE = "ucai.preference"
 MSG_ID_LABEL = "ucai_stream_id"
 JOB_NAMESPACE = uuid.UUID("6f1c1d0e-5b8a-4f43-9d0c-6a3a3c7e2b11")
 
@@ -149,118 +142,3 @@ def make_broker(settings: Settings, redis_url: str, concurrency: int = 8) -> Rec
         xread_block=1000,
     )
     return broker.with_result_backend(backend).with_serializer(JSONSerializer())
-
-
-class JobStore:
-    """Status of every job, one Redis hash per job: `ucai:job:{id}`."""
-
-    def __init__(self, redis: Redis, ttl_s: int):
-        self.redis = redis
-        self.ttl_s = ttl_s
-
-    @staticmethod
-    def key(job_id: str) -> str:
-        return f"ucai:job:{job_id}"
-
-    async def create(self, job_id: str, kind: str, request_json: str) -> bool:
-        """Record a new job; False when a job with this id already exists (idempotent submit)."""
-        now = time.time()
-        created = await self.redis.hsetnx(self.key(job_id), "status", "queued")
-        if not created:
-            return False
-        await self.redis.hset(
-            self.key(job_id),
-            mapping={"kind": kind, "created_at": now, "updated_at": now, "attempts": 0,
-                     "completions": 0, "request": request_json},
-        )
-        await self.redis.expire(self.key(job_id), self.ttl_s)
-        return True
-
-    async def set_status(self, job_id: str, status: str, error: dict | None = None) -> None:
-        mapping: dict = {"status": status, "updated_at": time.time()}
-        mapping["error"] = json.dumps(error) if error else ""
-        await self.redis.hset(self.key(job_id), mapping=mapping)
-
-    async def incr(self, job_id: str, field: str) -> int:
-        return await self.redis.hincrby(self.key(job_id), field, 1)
-
-    async def get(self, job_id: str) -> dict[str, str] | None:
-        raw = await self.redis.hgetall(self.key(job_id))
-        if not raw:
-            return None
-        return {k.decode(): v.decode() for k, v in raw.items()}
-
-
-class BatchStore:
-    """A batch in Redis: `ucai:batch:{id}` (meta), `:ids` (input order), `:results` and `:failed` (record id →
-    JSON). Results are written with HSETNX, so a record is written exactly once however often its job runs."""
-
-    def __init__(self, redis: Redis, ttl_s: int):
-        self.redis = redis
-        self.ttl_s = ttl_s
-
-    @staticmethod
-    def key(batch_id: str, part: str = "") -> str:
-        return f"ucai:batch:{batch_id}{':' + part if part else ''}"
-
-    async def create(self, batch_id: str, meta: dict[str, str], record_ids: list[str]) -> bool:
-        created = await self.redis.hsetnx(self.key(batch_id), "status", "running")
-        if not created:
-            return False
-        await self.redis.hset(self.key(batch_id), mapping={**meta, "created_at": time.time(),
-                                                           "total": len(record_ids)})
-        if record_ids:
-            await self.redis.rpush(self.key(batch_id, "ids"), *record_ids)
-        for part in ("", "ids"):
-            await self.redis.expire(self.key(batch_id, part), self.ttl_s)
-        return True
-
-    async def meta(self, batch_id: str) -> dict[str, str] | None:
-        raw = await self.redis.hgetall(self.key(batch_id))
-        return {k.decode(): v.decode() for k, v in raw.items()} or None
-
-    async def record(self, batch_id: str, record_id: str, ok: bool, payload: dict) -> bool:
-        """Write a record's outcome once; False if it already had one. A success replaces an earlier failure."""
-        value = json.dumps(payload)
-        if ok:
-            written = await self.redis.hsetnx(self.key(batch_id, "results"), record_id, value)
-            if written:
-                await self.redis.hdel(self.key(batch_id, "failed"), record_id)
-        else:
-            if await self.redis.hexists(self.key(batch_id, "results"), record_id):
-                return False
-            written = await self.redis.hsetnx(self.key(batch_id, "failed"), record_id, value)
-        for part in ("results", "failed"):
-            await self.redis.expire(self.key(batch_id, part), self.ttl_s)
-        if written:
-            await self._finish_if_done(batch_id)
-        return bool(written)
-
-    async def has_result(self, batch_id: str, record_id: str) -> bool:
-        return bool(await self.redis.hexists(self.key(batch_id, "results"), record_id))
-
-    async def counts(self, batch_id: str) -> tuple[int, int]:
-        return (await self.redis.hlen(self.key(batch_id, "results")),
-                await self.redis.hlen(self.key(batch_id, "failed")))
-
-    async def _finish_if_done(self, batch_id: str) -> None:
-        meta = await self.meta(batch_id) or {}
-        done, failed = await self.counts(batch_id)
-        if meta.get("status") == "running" and done + failed >= int(meta.get("total", 0)):
-            await self.redis.hset(self.key(batch_id), mapping={"status": "completed", "finished_at": time.time()})
-
-    async def cancel(self, batch_id: str) -> None:
-        await self.redis.hset(self.key(batch_id), "status", "cancelled")
-
-    async def is_cancelled(self, batch_id: str) -> bool:
-        return (await self.redis.hget(self.key(batch_id), "status")) == b"cancelled"
-
-    async def ids(self, batch_id: str) -> list[str]:
-        return [i.decode() for i in await self.redis.lrange(self.key(batch_id, "ids"), 0, -1)]
-
-    async def outcomes(self, batch_id: str, record_ids: list[str]) -> list[tuple[str, str | None, str | None]]:
-        """(id, result JSON, failure JSON) for each id."""
-        results = await self.redis.hmget(self.key(batch_id, "results"), record_ids) if record_ids else []
-        failed = await self.redis.hmget(self.key(batch_id, "failed"), record_ids) if record_ids else []
-        return [(i, r.decode() if r else None, f.decode() if f else None)
-                for i, r, f in zip(record_ids, results, failed, strict=True)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 import time
 
-from services.judge import Judge, compare_pair
+from services.cai.judge import Judge, compare_pair
 from ucai.prompts import answer_messages, clean_output
 from ucai.roles import Roles
 from ucai.schemas import PreferenceJob, PreferenceResult, Usage

@@ -1,14 +1,14 @@
 """Categorise a red-team prompt by principle with the project's own judge (log-probabilities over the labels)."""
 from __future__ import annotations
 
-from services.judge import TOP_LOGPROBS, label_distribution
+from services.cai.judge import TOP_LOGPROBS, label_distribution
 from ucai.prompts import categorise_messages, category_options
-from ucai.roles import RoleClient
+from ucai.roles import Roles
 from ucai.schemas import CategoriseJob, CategoriseResult, Usage
 
 
-async def run_categorise(job: CategoriseJob, judge: RoleClient) -> CategoriseResult:
-    constitution = job.constitution
+async def run_categorise(job: CategoriseJob, roles: Roles) -> CategoriseResult:
+    constitution, judge = job.constitution, roles.judge
     options = category_options(constitution)
     letters = tuple(letter for letter, _, _ in options)
     usage = Usage()
@@ -17,7 +17,7 @@ async def run_categorise(job: CategoriseJob, judge: RoleClient) -> CategoriseRes
         logprobs=True, top_logprobs=TOP_LOGPROBS, add_generation_prompt=False, continue_final_message=True,
     )
     usage.add(completion.prompt_tokens, completion.completion_tokens)
-    top = completion.raw["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+    top = completion.top_logprobs()
     dist = label_distribution(top, letters)
     raw = {"top_tokens": {t["token"]: round(t["logprob"], 4) for t in top[:8]}}
     if dist is None:  # no label in the top-k: say so rather than guess

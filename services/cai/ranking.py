@@ -6,9 +6,12 @@ import itertools
 import random
 import time
 
-from services.judge import Judge, compare_pair
-from ucai.roles import RoleClient
-from ucai.schemas import PairResult, RankedResponse, RankJob, RankResult, Usage
+from services.cai.judge import Judge, compare_pair, judge_probe
+from ucai.constitutions import Constitution
+from ucai.prompts import ContextProbe
+from ucai.roles import Roles
+from ucai.schemas import PairResult, RankedResponse, RankJob, RankRequest, RankResult, Usage
+from ucai.settings import Settings
 
 PRIOR_WINS = 0.1  # a pseudo-count both ways keeps strengths finite for an answer that never (or always) wins
 
@@ -37,12 +40,17 @@ def bradley_terry(k: int, pairs: list[PairResult], iterations: int = 500) -> lis
     return strength
 
 
-async def run_rank(job: RankJob, judge_role: RoleClient) -> RankResult:
+def rank_probe(request: RankRequest, constitution: Constitution, settings: Settings) -> ContextProbe:
+    """The judge prompt with the two longest answers."""
+    return judge_probe(request, constitution, *sorted(request.responses, key=len)[-2:])
+
+
+async def run_rank(job: RankJob, roles: Roles) -> RankResult:
     request, constitution = job.request, job.constitution
     started = time.perf_counter()
     rng = random.Random(request.seed)
     usage = Usage()
-    judge = Judge(judge_role, usage)
+    judge = Judge(roles.judge, usage)
     all_pairs = list(itertools.combinations(range(len(request.responses)), 2))
     if request.max_pairs and request.max_pairs < len(all_pairs):
         all_pairs = sorted(rng.sample(all_pairs, request.max_pairs))

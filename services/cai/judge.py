@@ -13,11 +13,22 @@ import re
 import time
 
 from ucai.constitutions import Constitution
-from ucai.prompts import LABELS, judge_cot_messages, judge_messages, judge_option_messages
-from ucai.roles import RoleClient
-from ucai.schemas import ChatMessage, CompareJob, CompareResult, Judgement, PositionConsistency, Usage
+from ucai.prompts import LABELS, ContextProbe, judge_cot_messages, judge_messages, judge_option_messages
+from ucai.roles import RoleClient, Roles
+from ucai.schemas import (
+    ChatMessage,
+    CompareJob,
+    CompareRequest,
+    CompareResult,
+    Judgement,
+    JudgeOptions,
+    PositionConsistency,
+    Usage,
+)
+from ucai.settings import Settings
 
 TOP_LOGPROBS = 20
+COT_MAX_TOKENS = 256  # the chain-of-thought form reasons before it answers
 COT_CLAMP = (0.4, 0.6)
 _COT_ANSWER = re.compile(r"answer is:?\s*\(?\s*([AB])\b", re.I)
 _OPTION_ANSWER = re.compile(r"OPTION\s*([12])", re.I)
@@ -79,7 +90,7 @@ class Judge:
         prefill = {"add_generation_prompt": False, "continue_final_message": True}
         completion = await self._chat(messages, max_tokens=1, temperature=0.0, logprobs=True,
                                       top_logprobs=TOP_LOGPROBS, **prefill)
-        top = completion.raw["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+        top = completion.top_logprobs()
         probs = soft_label(top)
         raw = {"top_tokens": {t["token"]: round(t["logprob"], 4) for t in top[:8]}}
         if probs is not None:
@@ -88,8 +99,7 @@ class Judge:
         completion = await self._chat(messages, max_tokens=1, temperature=0.0, logprobs=True,
                                       top_logprobs=TOP_LOGPROBS, structured_outputs={"choice": list(LABELS)},
                                       **prefill)
-        content = completion.raw["choices"][0]["logprobs"]["content"][0]
-        probs = soft_label(content["top_logprobs"])
+        probs = soft_label(completion.top_logprobs())
         raw["fallback"] = "constrained choice"
         if probs is None:
             label = label_of(completion.text) or "A"
@@ -99,7 +109,7 @@ class Judge:
 
     async def cot(self, question, conversation, first, second, seed) -> tuple[float, float, dict]:
         completion = await self._chat(judge_cot_messages(question, conversation, first, second),
-                                      max_tokens=256, temperature=0.0, seed=seed)
+                                      max_tokens=COT_MAX_TOKENS, temperature=0.0, seed=seed)
         matches = _COT_ANSWER.findall(completion.text)
         raw = {"reasoning": completion.text}
         if not matches:
@@ -162,12 +172,23 @@ async def compare_pair(
     return p_a, list(judgements), consistency(list(judgements)), None
 
 
-async def run_compare(job: CompareJob, judge_role: RoleClient) -> CompareResult:
+def judge_probe(request: JudgeOptions, constitution: Constitution, first: str, second: str) -> ContextProbe:
+    """The longest judge prompt: the chain-of-thought form with the longest labelling question, and its reasoning."""
+    questions = labelling_questions(constitution, None)
+    return ContextProbe("judge", judge_cot_messages(max(questions, key=len), request.conversation(), first, second),
+                        COT_MAX_TOKENS)
+
+
+def compare_probe(request: CompareRequest, constitution: Constitution, settings: Settings) -> ContextProbe:
+    return judge_probe(request, constitution, *request.responses)
+
+
+async def run_compare(job: CompareJob, roles: Roles) -> CompareResult:
     request, constitution = job.request, job.constitution
     started = time.perf_counter()
     usage = Usage()
     p_a, judgements, position, note = await compare_pair(
-        Judge(judge_role, usage), constitution, request.conversation(), request.responses[0], request.responses[1],
+        Judge(roles.judge, usage), constitution, request.conversation(), request.responses[0], request.responses[1],
         method=request.method, both_orders=request.both_orders, ensemble=request.ensemble,
         principles=request.principles, rng=random.Random(request.seed), seed=request.seed,
     )

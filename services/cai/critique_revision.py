@@ -10,11 +10,14 @@ import random
 import time
 
 from ucai.constitutions import Constitution, CritiqueRevisionPair, Principle
-from ucai.prompts import answer_messages, clean_output, critique_messages, revision_messages
+from ucai.prompts import ContextProbe, answer_messages, clean_output, critique_messages, revision_messages
 from ucai.roles import RoleClient, Roles
-from ucai.schemas import CritiqueJob, CritiqueResult, RevisionStep, Usage
+from ucai.schemas import CritiqueJob, CritiqueRequest, CritiqueResult, RevisionStep, Usage
+from ucai.settings import Settings
 
 EMPTY_OUTPUT_RETRIES = 2
+# The longest prompt (the revision request) holds the answer and the critique, and asks for the revision.
+GENERATED_PARTS = 3
 
 
 def schedule_principles(
@@ -33,6 +36,15 @@ def schedule_principles(
             chosen += cycle
         chosen = chosen[:rounds]
     return [(p, rng.choice(p.pairs)) for p in chosen]
+
+
+def critique_probe(request: CritiqueRequest, constitution: Constitution, settings: Settings) -> ContextProbe:
+    """The revision prompt (few-shot block + conversation + critique and revision requests) with the longest pair,
+    less the model-written parts, which GENERATED_PARTS x max_tokens stand for."""
+    pair = max((p for pr in constitution.principles for p in pr.pairs), key=lambda p: len(p.critique + p.revision))
+    max_tokens = request.max_tokens or settings.generator.max_tokens
+    return ContextProbe("generator", revision_messages(constitution, request.conversation(), "", pair, ""),
+                        GENERATED_PARTS * max_tokens)
 
 
 class _Caller:

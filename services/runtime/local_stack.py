@@ -20,6 +20,7 @@ import httpx
 
 from ucai.artifacts import lora_serve_args
 from ucai.engine_dtype import EngineDtype, choose_engine_dtype
+from ucai.layout import Layout
 from ucai.local_redis import start_redis
 from ucai.model_prepare import resolve_model_path
 from ucai.settings import ROLE_NAMES, get_settings
@@ -62,7 +63,7 @@ def start_vllm(model_path: str, port: int, served_name: str = "smollm2", max_mod
     dtype = dtype or engine_dtype()
     eager = get_settings().vllm_enforce_eager if enforce_eager is None else enforce_eager
     command = [
-        sys.executable, "-m", "services.vllm_launcher", "serve", model_path, "--served-model-name", served_name,
+        sys.executable, "-m", "services.runtime.vllm_launcher", "serve", model_path, "--served-model-name", served_name,
         "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype.dtype, *(["--enforce-eager"] if eager else []),
         "--max-model-len", str(max_model_len), "--max-logprobs", "20", *(extra_args or []),
     ]
@@ -74,7 +75,7 @@ def start_vllm(model_path: str, port: int, served_name: str = "smollm2", max_mod
 def start_worker(env: dict[str, str], log: Path | None = None) -> subprocess.Popen:
     """Concurrency comes from UCAI_WORKER_CONCURRENCY in env (default 8)."""
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
-    return subprocess.Popen([sys.executable, "-m", "services.worker"],
+    return subprocess.Popen([sys.executable, "-m", "services.runtime.worker"],
                             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -138,14 +139,15 @@ class LocalStack:
         env = service_env()
         started = time.monotonic()
         if not settings.redis_url:
-            redis = start_redis(settings.cache_dir / "redis", self.redis_port)
+            redis_dir = Layout.from_settings(settings).redis_dir()
+            redis = start_redis(redis_dir, self.redis_port)
             self.processes.append(("redis", redis))
             env["REDIS_URL"] = f"redis://127.0.0.1:{self.redis_port}/0"
-            print(f"redis      redis://127.0.0.1:{self.redis_port}/0 (own, AOF in {settings.cache_dir / 'redis'})")
+            print(f"redis      redis://127.0.0.1:{self.redis_port}/0 (own, AOF in {redis_dir})")
         # Start vllm serve only for roles that point at this machine's default port.
         local_roles = [r for r in ROLE_NAMES if _is_local(settings.role(r).base_url, self.vllm_port)]
         if local_roles:
-            model = resolve_model_path(settings.model_path, settings.cache_dir)
+            model = resolve_model_path(settings)
             dtype = engine_dtype()
             vllm = start_vllm(model, self.vllm_port, settings.role(local_roles[0]).model,
                               settings.max_model_len, self.log_dir / "vllm.log", extra_args=lora_args, dtype=dtype)

@@ -1,0 +1,1 @@
+"""Evaluations: how good is the judge (judge_check) — and, next, the trained models."""
