@@ -15,7 +15,7 @@ import platform
 import time
 from pathlib import Path
 
-from ucai.judge_check import load_pairs, run_judge_check, summarise
+from ucai.evaluation.judge_check import load_pairs, run_judge_check, summarise
 
 
 def main() -> None:
