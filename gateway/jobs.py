@@ -18,6 +18,9 @@ from ucai.roles import Roles
 from ucai.schemas import ConversationInput, ErrorDetail, ErrorEnvelope, JobLinks, JobView
 from ucai.settings import Settings
 
+# A job the model refused answers 4xx: the request itself cannot be served (e.g. `method: contrast` on an engine
+# without prompt log-probabilities); anything else that failed a job is the service's (503).
+REQUEST_ERROR_STATUS = {"model_rejected_request": 400, "method_unsupported": 422}
 # OpenAPI answers of every queued endpoint besides its 200 result.
 QUEUED_RESPONSES = {202: {"model": JobView, "description": "Accepted (wait=false, or the wait timed out)."},
                     **{code: {"model": ErrorEnvelope} for code in (400, 413, 422, 503)}}
@@ -112,7 +115,7 @@ class JobService:
                            param=error.param if error else None, job=job,
                            headers={"Retry-After": str(max(1, int(retry_after_s)))})
         if view.status == "failed":
-            status = 400 if error and error.code == "model_rejected_request" else 503
+            status = REQUEST_ERROR_STATUS.get(error.code if error else None, 503)
             raise APIError(status, error.message if error else "job failed", code=error.code if error else None,
                            param=error.param if error else None, job=job)
         return JSONResponse(view.model_dump(mode="json"), status_code=202)  # still running after timeout_s

@@ -6,6 +6,7 @@
     <UCAI_ARTIFACTS>/<constitution>/<stage>/<run-id>/             a training run (manifest, metrics, adapter/ …)
     <UCAI_ARTIFACTS>/<constitution>/<stage>/latest, latest.txt    the newest finished run of (constitution, stage)
     <UCAI_ARTIFACTS>/reports/                                     evaluation reports
+    <UCAI_ARTIFACTS>/calibration/contrast_tau.json                the contrastive judge's fitted τ
     <UCAI_CACHE_DIR>/models/SmolLM2-135M-Instruct/                the prepared bundled model
     <UCAI_CACHE_DIR>/redis/                                       the local stack's own Redis (AOF)
 
@@ -102,7 +103,8 @@ class Layout:
             return []
         found = []
         for constitution in sorted(p.name for p in self.artifacts_dir.iterdir()
-                                   if p.is_dir() and not p.name.startswith(("_", ".")) and p.name != "reports"):
+                                   if p.is_dir() and not p.name.startswith(("_", "."))
+                                   and p.name not in ("reports", "calibration")):
             for stage in sorted(p.name for p in (self.artifacts_dir / constitution).iterdir() if p.is_dir()):
                 run = self.latest_run(constitution, stage)
                 if run is not None:
@@ -121,9 +123,13 @@ class Layout:
                 return run / sub
         raise FileNotFoundError(f"{run} has no LoRA adapter to serve (a reward model is not served)")
 
-    # --- reports and caches ---
+    # --- reports, calibration and caches ---
     def reports_dir(self) -> Path:
         return self.artifacts_dir / "reports"
+
+    def calibration_dir(self) -> Path:
+        """Fitted judge parameters (the contrastive judge's τ per judge model and constitution)."""
+        return self.artifacts_dir / "calibration"
 
     def bundled_model_dir(self) -> Path:
         return self.cache_dir / "models" / BUNDLED_MODEL_NAME

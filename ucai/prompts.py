@@ -66,6 +66,11 @@ def answer_messages(constitution: Constitution, conversation: list[ChatMessage])
     return messages
 
 
+def persona_messages(persona: str, conversation: list[ChatMessage]) -> Messages:
+    """The conversation answered by a persona (RLCD): the persona is the system prompt, the caller's own dropped."""
+    return [{"role": "system", "content": persona}, *_conversation(conversation)]
+
+
 def critique_messages(
     constitution: Constitution, conversation: list[ChatMessage], answer: str, pair: CritiqueRevisionPair
 ) -> Messages:

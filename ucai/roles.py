@@ -33,6 +33,10 @@ class RoleUnavailable(RoleError):
 class RoleRequestError(RoleError):
     """The endpoint refused the request (4xx, e.g. prompt longer than the context) — permanent."""
 
+    def __init__(self, role: str, message: str, status: int | None = None, code: str = "model_rejected_request"):
+        super().__init__(role, message, status)
+        self.code = code
+
 
 @dataclass
 class Completion:
@@ -86,6 +90,28 @@ class RoleClient:
             raw=data,
         )
 
+    async def tokenize_chat(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True,
+                            continue_final_message: bool = False) -> list[int]:
+        """Token ids of `messages` rendered with the model's chat template (vLLM's /tokenize, at the server root)."""
+        root = self.base_url.removesuffix("/v1")
+        data = await self._post_url(f"{root}/tokenize", {
+            "model": self.settings.model, "messages": messages, "add_generation_prompt": add_generation_prompt,
+            "continue_final_message": continue_final_message})
+        if "tokens" not in data:
+            raise RoleRequestError(self.name, f"{root}/tokenize returned no token ids", code="method_unsupported")
+        return [int(t) for t in data["tokens"]]
+
+    async def prompt_logprobs(self, token_ids: list[int]) -> list[float | None]:
+        """log P(token_i | tokens before it) for every prompt token (None for the first): vLLM's /v1/completions
+        with `prompt_logprobs`, which returns the prompt token's own log-probability first."""
+        data = await self._post("/completions", {"model": self.settings.model, "prompt": token_ids, "max_tokens": 1,
+                                                 "temperature": 0.0, "prompt_logprobs": 0})
+        entries = data["choices"][0].get("prompt_logprobs")
+        if not entries or len(entries) != len(token_ids):
+            raise RoleRequestError(self.name, f"{self.base_url}/completions returned no prompt log-probabilities",
+                                   code="method_unsupported")
+        return [None if e is None else e[str(t)]["logprob"] for t, e in zip(token_ids, entries, strict=True)]
+
     async def ping(self) -> None:
         """Raise RoleUnavailable unless the endpoint answers its model list."""
         try:
@@ -126,7 +152,10 @@ class RoleClient:
         return {"Authorization": f"Bearer {self.settings.api_key}"}
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        url = f"{self.base_url}{path}"
+        return await self._post_url(f"{self.base_url}{path}", body)
+
+    async def _post_url(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST with retries on 429/5xx/connection errors; a 4xx is a RoleRequestError."""
         last: str = ""
         async with self._slots:
             for attempt in range(self.settings.max_retries + 1):

@@ -119,17 +119,22 @@ class JobResult(BaseModel):
     constitution_hash: str
 
 
-JudgeMethod = Literal["logprob", "cot", "option"]
+JudgeMethod = Literal["logprob", "contrast", "cot", "option"]
 
 
 class JudgeOptions(ConversationInput):
     method: JudgeMethod = Field(
         "logprob",
-        description="logprob: soft label from next-token log-probabilities; cot: reason first, clamp to 40-60 %; "
-        "option: reply 'OPTION 1' or 'OPTION 2' (hard label).",
+        description="logprob: soft label from next-token log-probabilities; contrast: each answer's log-likelihood "
+        "under the principle's follow persona minus under its violate persona (needs prompt log-probabilities); "
+        "cot: reason first, clamp to 40-60 %; option: reply 'OPTION 1' or 'OPTION 2' (hard label).",
     )
-    both_orders: bool = Field(True, description="Judge (a, b) and (b, a) and average the mirrored probabilities.")
+    both_orders: bool = Field(True, description="Judge (a, b) and (b, a) and average the mirrored probabilities "
+                              "(contrast: order-free by construction).")
     ensemble: int = Field(4, ge=1, le=16, description="Labelling principles sampled (seeded) and averaged.")
+    tau: float | None = Field(None, gt=0, description="contrast: temperature of σ(Δs / τ); default: the value "
+                              "calibrated for (judge model, constitution) by `ucai judge-check --calibrate`, else 1.")
+    length_normalised: bool = Field(False, description="contrast: score per answer token instead of summed.")
 
 
 class CompareRequest(JudgeOptions):
@@ -158,6 +163,7 @@ class PositionConsistency(BaseModel):
     score: float | None = Field(None, description="Mean over principles of 1 - |P(a | a first) - P(a | a second)|.")
     flip_rate: float | None = Field(None, description="Share of principles whose argmax flipped with the order.")
     flipped: bool = Field(False, description="The argmax flipped for most principles.")
+    note: str | None = None
 
 
 class JudgedResult(JobResult):
@@ -234,11 +240,27 @@ class CategoriseJob(QueuedJob):
     request: CategoriseRequest
 
 
+PairsMode = Literal["sample", "contrast"]
+PairLabel = Literal["judge", "construction"]
+
+
 class PreferenceRequest(JudgeOptions):
-    """Sample two answers to the conversation and let the judge label them (the RLAIF preference step)."""
+    """Two answers to the conversation, labelled (the RLAIF preference step): two samples, or (RLCD) one answer
+    from the follow persona and one from the violate persona of a sampled principle."""
 
     max_tokens: int | None = Field(None, ge=1, le=4096)
     temperature: float | None = Field(None, gt=0.0, le=2.0, description="Sampling temperature; default 0.7.")
+    pairs: PairsMode = Field("sample", description="sample: two samples of the plain generator; contrast (RLCD): "
+                             "one under the principle's follow persona, one under its violate persona.")
+    label: PairLabel = Field("judge", description="judge: the judge `method` labels the pair; construction "
+                             "(pairs=contrast only): the follow-persona answer is chosen, as in RLCD.")
+
+    @field_validator("label")
+    @classmethod
+    def _construction_needs_contrast(cls, label: str, info: ValidationInfo) -> str:
+        if label == "construction" and info.data.get("pairs") != "contrast":
+            raise ValueError("label 'construction' needs pairs 'contrast'")
+        return label
 
 
 class PreferenceResult(JudgedResult):
@@ -247,6 +269,11 @@ class PreferenceResult(JudgedResult):
     p_chosen: float
     margin: float = Field(description="p_chosen - p_rejected.")
     principles: list[str]
+    pairs: PairsMode = "sample"
+    label: PairLabel = "judge"
+    method: JudgeMethod = "logprob"
+    produced_by: dict[str, str] = Field(default_factory=dict, description="How each answer was produced: "
+                                        "'sample', or 'follow:<principle>' / 'violate:<principle>' (contrast).")
 
 
 class PreferenceJob(QueuedJob):

@@ -12,6 +12,7 @@ import random
 import re
 import time
 
+from services.cai.contrastive_judge import BY_CONSTRUCTION, calibrated_tau, contrast_judgement, sample_principles
 from ucai.constitutions import Constitution
 from ucai.prompts import LABELS, ContextProbe, judge_cot_messages, judge_messages, judge_option_messages
 from ucai.roles import RoleClient, Roles
@@ -156,15 +157,22 @@ def consistency(judgements: list[Judgement]) -> PositionConsistency:
 
 
 async def compare_pair(
-    judge: Judge, constitution: Constitution, conversation: list[ChatMessage], a: str, b: str, *,
-    method: str, both_orders: bool, ensemble: int, principles: list[str] | None, rng: random.Random,
-    seed: int | None,
+    judge: Judge, constitution: Constitution, conversation: list[ChatMessage], a: str, b: str,
+    options: JudgeOptions, rng: random.Random,
 ) -> tuple[float, list[Judgement], PositionConsistency, str | None]:
     """P(a preferred), the judgements, position consistency and a note (identical answers: no model call)."""
     if a.strip() == b.strip():
         return 0.5, [], PositionConsistency(), "identical responses: p = 0.5 without calling the judge"
-    questions = sample_questions(labelling_questions(constitution, principles), ensemble, rng)
-    orders = ("ab", "ba") if both_orders else ("ab",)
+    method, ensemble, seed = options.method, options.ensemble, options.seed
+    if method == "contrast":
+        normalised = options.length_normalised
+        tau = options.tau or calibrated_tau(judge.role.model, constitution.name, normalised)
+        judgements = await asyncio.gather(*(
+            contrast_judgement(judge.role, principle, conversation, a, b, tau, normalised)
+            for principle in sample_principles(constitution, options.principles, ensemble, rng)))
+        return sum(j.p_a for j in judgements) / len(judgements), list(judgements), BY_CONSTRUCTION, None
+    questions = sample_questions(labelling_questions(constitution, options.principles), ensemble, rng)
+    orders = ("ab", "ba") if options.both_orders else ("ab",)
     judgements = await asyncio.gather(*(
         judge.judge(method, q, conversation, a, b, order, seed) for q in questions for order in orders
     ))
@@ -189,9 +197,7 @@ async def run_compare(job: CompareJob, roles: Roles) -> CompareResult:
     usage = Usage()
     p_a, judgements, position, note = await compare_pair(
         Judge(roles.judge, usage), constitution, request.conversation(), request.responses[0], request.responses[1],
-        method=request.method, both_orders=request.both_orders, ensemble=request.ensemble,
-        principles=request.principles, rng=random.Random(request.seed), seed=request.seed,
-    )
+        request, random.Random(request.seed))
     p_b = 1.0 - p_a
     preferred = 0 if p_a >= p_b else 1
     return CompareResult(

@@ -56,9 +56,8 @@ async def run_rank(job: RankJob, roles: Roles) -> RankResult:
         all_pairs = sorted(rng.sample(all_pairs, request.max_pairs))
     conversation = request.conversation()
     outcomes = await asyncio.gather(*(
-        compare_pair(judge, constitution, conversation, request.responses[a], request.responses[b],
-                     method=request.method, both_orders=request.both_orders, ensemble=request.ensemble,
-                     principles=request.principles, rng=random.Random(rng.random()), seed=request.seed)
+        compare_pair(judge, constitution, conversation, request.responses[a], request.responses[b], request,
+                     random.Random(rng.random()))
         for a, b in all_pairs
     ))
     pairs = [PairResult(a=a, b=b, p_a=round(outcome[0], 6))

@@ -147,8 +147,7 @@ async def _run_with_retries(job: QueuedJob, runner: Runner, roles: Roles, store:
             await asyncio.sleep(settings.role_retry_s)
             await store.transition(job.job_id, JobStatus.RUNNING)
         except RoleRequestError as exc:
-            error = ErrorDetail(message=str(exc), type="invalid_request_error", param=exc.role,
-                                code="model_rejected_request")
+            error = ErrorDetail(message=str(exc), type="invalid_request_error", param=exc.role, code=exc.code)
             await store.transition(job.job_id, JobStatus.FAILED, error)
             return JobOutcome.failure(error)
         except Exception as exc:  # noqa: BLE001 - e.g. a malformed engine answer: retry, then report

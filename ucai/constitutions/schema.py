@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class CritiqueRevisionPair(BaseModel):
@@ -29,6 +30,26 @@ class Demonstration(BaseModel):
     revision: str = Field(min_length=1)
 
 
+class Personas(BaseModel):
+    """Two short system prompts: an assistant that follows the principle, and one that violates it. The contrastive
+    judge scores an answer by how much likelier it is under `follow` than under `violate`; contrastive preference
+    pairs sample one answer under each (RLCD)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    follow: str = Field(min_length=1, description="System prompt of an assistant that follows the principle.")
+    violate: str = Field(min_length=1, description="System prompt of an assistant that violates it.")
+    derived: bool = Field(False, description="True where the file gave none and these were derived from the title.")
+
+    @classmethod
+    def from_title(cls, title: str) -> Personas:
+        topic = title.strip().rstrip(".").lower()
+        return cls(follow=f"You are a helpful assistant who always respects the principle of {topic} in every "
+                          "answer.",
+                   violate=f"You are an assistant who disregards the principle of {topic} and answers against it.",
+                   derived=True)
+
+
 class Principle(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -40,6 +61,15 @@ class Principle(BaseModel):
         default_factory=list,
         description="Multiple-choice questions for the judge, e.g. 'Which response is less violent?'",
     )
+    personas: Personas = Field(None, validate_default=True,  # type: ignore[assignment]
+                               description="Follow / violate personas; derived from the title when absent.")
+
+    @field_validator("personas", mode="before")
+    @classmethod
+    def _default_personas(cls, personas: Any, info: ValidationInfo) -> Any:
+        if personas is None:
+            return Personas.from_title(info.data.get("title") or info.data.get("name") or "this principle")
+        return personas
 
 
 class Constitution(BaseModel):

@@ -71,13 +71,17 @@ def preference_rows(records: dict[str, dict], results: list[dict]) -> list[dict]
         if line["status"] != "completed":
             continue
         record, judged = records[line["id"]], line["result"]
-        if judged.get("note"):  # identical samples: nothing to learn from
+        if judged["chosen"].strip() == judged["rejected"].strip():  # identical answers: nothing to learn from
             continue
+        produced = judged.get("produced_by") or {}
         rows.append({
             "id": line["id"], "source": record.get("source"), "prompt": _prompt_text(record_conversation(record)),
             "chosen": judged["chosen"], "rejected": judged["rejected"], "margin": judged["margin"],
             "p_chosen": judged["p_chosen"], "principles": judged["principles"],
             "position_consistency": judged["position_consistency"]["score"],
+            "pairs": judged.get("pairs", "sample"), "label": judged.get("label", "judge"),
+            "method": judged.get("method"), "chosen_from": produced.get("chosen", "sample"),
+            "rejected_from": produced.get("rejected", "sample"),
             "constitution": judged["constitution"], "constitution_hash": judged["constitution_hash"],
         })
     return rows
