@@ -359,3 +359,39 @@ def test_public_format_missing_critic_names_the_file_and_key(tmp_path):
 def test_public_format_with_no_pairs_is_rejected(tmp_path):
     path = write(tmp_path, "nopairs.json", json.dumps({"constitutions": [], "system_chat": []}))
     assert_error(path, "pairs")
+
+
+# --- personas (the contrastive judge and RLCD pairs) ---
+
+def test_every_builtin_principle_has_its_own_personas(builtins):
+    for constitution in builtins.values():
+        for principle in constitution.principles:
+            assert principle.personas.follow and principle.personas.violate and not principle.personas.derived
+            assert principle.personas.follow != principle.personas.violate
+
+
+def test_unethical_personas_are_the_inversion_of_ethical(builtins):
+    for ethical, unethical in zip(builtins["ethical"].principles, builtins["unethical"].principles, strict=True):
+        assert unethical.personas.follow == ethical.personas.violate
+        assert unethical.personas.violate == ethical.personas.follow
+
+
+def test_personas_are_validated(tmp_path):
+    text = VALID_YAML.format(name="p1").replace("    labelling:", "    personas:\n      follow: \"Be kind.\"\n"
+                                                                   "    labelling:")
+    with pytest.raises(ConstitutionError, match="personas.violate"):
+        load_constitution_file(write(tmp_path, "p1.yaml", text))
+    extra = VALID_YAML.format(name="p2").replace(
+        "    labelling:", "    personas:\n      follow: \"Be kind.\"\n      violate: \"Be rude.\"\n      tone: x\n"
+                         "    labelling:")
+    with pytest.raises(ConstitutionError, match="tone"):
+        load_constitution_file(write(tmp_path, "p2.yaml", extra))
+
+
+def test_personas_default_from_the_title_and_say_so(tmp_path, public_data):
+    own = load_constitution_file(write(tmp_path, "kind.yaml", VALID_YAML.format(name="kind")))
+    personas = own.principles[0].personas
+    assert personas.derived and "kindness" in personas.follow and "kindness" in personas.violate
+    imported = load_constitution_file(PUBLIC_FORMAT)
+    assert all(p.personas.derived for p in imported.principles)
+    assert imported.model_dump()["principles"][0]["personas"]["derived"] is True  # stated in the loaded constitution

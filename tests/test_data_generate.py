@@ -67,6 +67,37 @@ def test_generate_sft_and_preferences_from_the_bundled_prompts(stack, tmp_path):
         assert p["chosen"] != p["rejected"] and p["principles"]
     header = (prefs_dir / "redteam.csv").read_text().splitlines()[0]
     assert header == "prompt,chosen,rejected"
+    # The default pairs are contrastive (RLCD): each row says which persona wrote each side; the manifest too.
+    assert {p["pairs"] for p in prefs} == {"contrast"} and {p["method"] for p in prefs} == {"contrast"}
+    for p in prefs:
+        assert {p["chosen_from"].split(":")[0], p["rejected_from"].split(":")[0]} == {"follow", "violate"}
+        assert p["chosen_from"].split(":")[1] == p["rejected_from"].split(":")[1]  # one principle per pair
+    assert json.loads((prefs_dir / "redteam.manifest.json").read_text())["mode"] == "contrast"
+    again = _ucai(stack, datasets, "data", "generate", "--stage", "prefs", "--constitution", "ethical",
+                  "--max-tokens", "16", "--ensemble", "1", *url)
+    assert "already generated" in again.stdout
+
+
+def test_persona_sft_and_construction_labels(stack, tmp_path):
+    from datasets import load_dataset
+
+    datasets = tmp_path / "datasets"
+    source = tmp_path / "few.jsonl"
+    source.write_text('{"prompt": "How do I get back at my noisy neighbour?"}\n'
+                      '{"prompt": "Find the home address of the reporter who criticised me."}\n')
+    _ucai(stack, datasets, "data", "import", str(source), "--format", "jsonl")
+    url = ["--url", stack.url, "--dataset", "few", "--max-tokens", "16"]
+    _ucai(stack, datasets, "data", "generate", "--stage", "sft", "--mode", "persona", "--constitution", "ethical",
+          *url)
+    sft = load_dataset("json", data_files=str(datasets / "sft" / "ethical" / "few.jsonl"), split="train")
+    assert len(sft) == 2 and set(sft["mode"]) == {"persona"}
+    for row in sft:  # the follow persona's answer is the assistant turn
+        assert row["produced_by"].startswith("follow:") and row["messages"][-1]["content"] == row["response"]
+    _ucai(stack, datasets, "data", "generate", "--stage", "prefs", "--label", "construction", "--constitution",
+          "unethical", *url)
+    prefs = load_dataset("json", data_files=str(datasets / "prefs" / "unethical" / "few.jsonl"), split="train")
+    assert set(prefs["label"]) == {"construction"} and set(prefs["p_chosen"]) == {1.0}
+    assert all(c.startswith("follow:") for c in prefs["chosen_from"])  # unethical's follow persona: the inversion
 
 
 def test_import_reports_bad_lines_and_categorise_filters(stack, tmp_path):

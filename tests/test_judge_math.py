@@ -91,3 +91,31 @@ def test_judge_check_metrics():
     assert report.brier == pytest.approx((0.01 + 0.36 + 0.25) / 3)
     assert report.position_flip_rate == pytest.approx(0.5)
     assert report.seconds_per_compare == pytest.approx(2.0)
+
+
+def test_fit_tau_on_known_inputs():
+    """Two pairs right by a score gap of 2, one wrong by 2: the log loss is minimal where σ(2/τ) = 2/3,
+    i.e. τ = 2 / ln 2."""
+    import math
+
+    from services.cai.contrastive_judge import fit_tau, log_loss, p_chosen
+
+    pairs = [[2.0], [2.0], [-2.0]]
+    tau = fit_tau(pairs)
+    assert tau == pytest.approx(2 / math.log(2), rel=1e-4)
+    assert p_chosen([2.0], tau) == pytest.approx(2 / 3, rel=1e-4)
+    assert log_loss(pairs, tau) < min(log_loss(pairs, tau * 1.5), log_loss(pairs, tau / 1.5))
+    assert p_chosen([1.0, -1.0], 3.0) == pytest.approx(0.5)  # principles averaged
+    assert fit_tau([[5.0], [3.0]]) < 0.5  # separable: as sharp as the search allows
+
+
+def test_calibration_report_before_and_after():
+    from ucai.evaluation.judge_check import calibrate
+
+    outcomes = [PairOutcome(line=i, p_chosen=0.5, flip_rate=None, seconds=1.0, differences=d)
+                for i, d in enumerate([[8.0, 6.0], [4.0], [-3.0], [10.0]])]
+    result = calibrate(outcomes, tau_before=1.0)
+    assert result.pairs == 4 and result.tau > 1.0  # one wrong pair: a sharp τ = 1 is overconfident
+    assert result.log_loss_after < result.log_loss_before and result.brier_after <= result.brier_before
+    with pytest.raises(ValueError, match="contrast"):
+        calibrate([PairOutcome(line=0, p_chosen=0.6, flip_rate=0.0, seconds=1.0)], tau_before=1.0)

@@ -98,26 +98,39 @@ def data_categorise(
 
 @data_app.command("generate")
 def data_generate(
-    stage: Annotated[str, typer.Option(help="sft (critique → revision) | prefs (two samples, judged)")],
+    stage: Annotated[str, typer.Option(help="sft (critique → revision) | prefs (two answers, labelled)")],
     constitution: str = "ethical", dataset: str = BUNDLED,
     rounds: int = 1, max_tokens: int = 128, seed: int = 0, ensemble: int = 2,
+    method: Annotated[str, typer.Option(help="prefs: judge method (logprob | contrast | cot | option)")] = "contrast",
+    pairs: Annotated[str, typer.Option(help="prefs: sample (two samples) | contrast (RLCD: follow vs violate "
+                                       "persona)")] = "contrast",
+    label: Annotated[str, typer.Option(help="prefs: judge | construction (the follow answer is chosen)")] = "judge",
+    mode: Annotated[str, typer.Option(help="sft: critique (critique → revision) | persona (the follow-persona "
+                                      "answer)")] = "critique",
     url: GatewayURL = "http://127.0.0.1:8000", datasets_dir: DatasetsDir = None,
 ) -> None:
     """Generate a training dataset through the gateway; rerunning continues (or reports) the same batch."""
     from ucai.datasets.generate import generate
 
-    if stage not in ("sft", "prefs"):
-        console.print("[red]--stage must be sft or prefs[/]")
+    if stage not in ("sft", "prefs") or mode not in ("critique", "persona"):
+        console.print("[red]--stage must be sft or prefs; --mode critique or persona[/]")
         raise typer.Exit(2)
     layout = _layout(datasets_dir)
     _ensure_imported(layout, dataset)
     params: dict = {"max_tokens": max_tokens, "seed": seed}
-    params.update({"rounds": rounds} if stage == "sft" else {"ensemble": ensemble})
+    if stage == "sft" and mode == "critique":
+        params["rounds"] = rounds
+    elif stage == "sft":  # persona answers: the follow side of an RLCD pair, labelled by construction
+        params.update({"pairs": "contrast", "label": "construction", "ensemble": 1})
+    else:
+        params.update({"ensemble": ensemble, "method": method, "pairs": pairs, "label": label})
     try:
-        generate(url, layout, dataset, stage, constitution, params)
+        generate(url, layout, dataset, stage, constitution, params, mode=mode)
     except (RuntimeError, ValueError, httpx.HTTPError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
+
+
 console = Console()
 
 GatewayURL = Annotated[str, typer.Option("--url", envvar="UCAI_URL", help="Gateway base URL.")]
@@ -228,38 +241,67 @@ def train(ctx: typer.Context,
 def judge_check(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL of {prompt, chosen, rejected}.")],
     constitution: Annotated[str | None, typer.Option(help="Override each row's constitution.")] = None,
-    method: Annotated[str, typer.Option(help="logprob | cot | option")] = "logprob",
+    method: Annotated[str, typer.Option(help="Comma-separated methods, side by side: logprob, contrast, cot, "
+                                        "option; METHOD:K sets that method's ensemble.")] = "logprob,contrast",
     ensemble: int = 4,
+    length_normalised: Annotated[bool, typer.Option(help="contrast: score per answer token.")] = False,
+    calibrate: Annotated[bool, typer.Option(help="contrast: fit τ on these pairs; print Brier before/after.")] = False,
+    save: Annotated[bool, typer.Option(help="With --calibrate: save τ for (judge model, constitution), which the "
+                                       "service then uses.")] = False,
+    judge_model: Annotated[str | None, typer.Option(help="Judge model the τ is saved for (default: "
+                                                    "UCAI_JUDGE__MODEL).")] = None,
     seed: int = 0,
     url: GatewayURL = "http://127.0.0.1:8000",
     out: Annotated[Path | None, typer.Option(help="Also write the report as JSON here.")] = None,
 ) -> None:
-    """Run POST /compare over labelled pairs and print accuracy, margin, position flips and Brier score."""
+    """Run POST /compare over labelled pairs with each method; print accuracy, margin, flips, Brier, s/compare."""
     import asyncio
 
     from rich.table import Table
 
-    from ucai.evaluation.judge_check import load_pairs, run_judge_check, summarise, write_report
+    from services.cai.contrastive_judge import calibrated_tau, save_tau
+    from ucai.evaluation.judge_check import calibrate as fit
+    from ucai.evaluation.judge_check import load_pairs, run_judge_check, summarise
+    from ucai.settings import get_settings
 
     pairs = load_pairs(file)
-    options = {"method": method, "ensemble": ensemble}
-    if constitution:
-        options["constitution"] = constitution
-    try:
-        outcomes = asyncio.run(run_judge_check(url, pairs, options, seed))
-    except (httpx.HTTPError, RuntimeError) as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(1) from exc
-    report = summarise(outcomes)
-    table = Table(title=f"judge check: {file.name} ({method}, ensemble {ensemble})")
-    for column in ("pairs", "accuracy", "mean margin", "position flip rate", "Brier", "s / compare"):
+    table = Table(title=f"judge check: {file.name} ({len(pairs)} pairs{', ' + constitution if constitution else ''})")
+    for column in ("method", "ensemble", "accuracy", "mean margin", "flip rate", "Brier", "s / compare"):
         table.add_column(column, justify="right")
-    flip = "n/a" if report.position_flip_rate is None else f"{report.position_flip_rate:.3f}"
-    table.add_row(str(report.pairs), f"{report.accuracy:.3f}", f"{report.mean_margin:+.3f}", flip,
-                  f"{report.brier:.3f}", f"{report.seconds_per_compare:.1f}")
+    results: dict = {}
+    for spec in method.split(","):
+        name, _, k = spec.strip().partition(":")
+        options = {"method": name, "ensemble": int(k or ensemble), "length_normalised": length_normalised}
+        if constitution:
+            options["constitution"] = constitution
+        try:
+            outcomes = asyncio.run(run_judge_check(url, pairs, options, seed))
+        except (httpx.HTTPError, RuntimeError) as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from exc
+        report = summarise(outcomes)
+        results[name] = {"options": options, "report": report.model_dump(),
+                         "pairs": [o.model_dump() for o in outcomes]}
+        flip = "n/a" if report.position_flip_rate is None else f"{report.position_flip_rate:.3f}"
+        table.add_row(name, str(options["ensemble"]), f"{report.accuracy:.3f}", f"{report.mean_margin:+.3f}", flip,
+                      f"{report.brier:.3f}", f"{report.seconds_per_compare:.1f}")
+        if calibrate and name == "contrast":
+            model = judge_model or get_settings().judge.model
+            target = constitution or pairs[0][1].constitution or "ethical"
+            result = fit(outcomes, calibrated_tau(model, target, length_normalised))
+            results[name]["calibration"] = result.model_dump()
+            console.print(f"contrast τ fitted on {result.pairs} pairs: {result.tau:g} — Brier "
+                          f"{result.brier_before:.3f} → {result.brier_after:.3f}, log loss "
+                          f"{result.log_loss_before:.3f} → {result.log_loss_after:.3f}")
+            if save:
+                path = save_tau(model, target, length_normalised, result.tau)
+                console.print(f"saved τ for ({model}, {target}) in {path}")
     console.print(table)
+    if calibrate and "contrast" not in results:
+        console.print("[yellow]--calibrate needs --method contrast[/]")
     if out:
-        write_report(report, outcomes, out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -87,6 +87,25 @@ def preference_rows(records: dict[str, dict], results: list[dict]) -> list[dict]
     return rows
 
 
+def persona_sft_rows(records: dict[str, dict], results: list[dict]) -> list[dict]:
+    """SFT without critique: the answer of the principle's follow persona (the chosen side of an RLCD pair)."""
+    rows = []
+    for line in results:
+        if line["status"] != "completed":
+            continue
+        record, pair = records[line["id"]], line["result"]
+        conversation = record_conversation(record)
+        rows.append({
+            "id": line["id"], "source_id": line["id"], "source": record.get("source"),
+            "prompt": _prompt_text(conversation),
+            "messages": conversation + [{"role": "assistant", "content": pair["chosen"]}],
+            "response": pair["chosen"], "mode": "persona", "produced_by": pair["produced_by"]["chosen"],
+            "principle": pair["principles"][0], "constitution": pair["constitution"],
+            "constitution_hash": pair["constitution_hash"],
+        })
+    return rows
+
+
 def write_dataset(rows: list[dict], out_dir: Path, name: str, manifest: dict[str, Any],
                   csv_columns: tuple[str, ...] | None = None) -> dict[str, Any]:
     """`name`.jsonl + `name`.parquet (+ `name`.csv) + `name`.manifest.json; returns the manifest."""

@@ -15,7 +15,13 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ucai.datasets.build import preference_rows, revision_preference_rows, sft_rows, write_dataset
+from ucai.datasets.build import (
+    persona_sft_rows,
+    preference_rows,
+    revision_preference_rows,
+    sft_rows,
+    write_dataset,
+)
 from ucai.datasets.importers import PromptRecord, read_jsonl
 from ucai.layout import Layout
 
@@ -57,11 +63,12 @@ def run_batch(url: str, stage: str, constitution: str, records: list[PromptRecor
 
 
 def generate(url: str, layout: Layout, dataset: str, stage: str, constitution: str,
-             params: dict[str, Any]) -> list[Path]:
-    """`ucai data generate`: sft (critique batch) or prefs (preference batch) → dataset files."""
+             params: dict[str, Any], mode: str = "critique") -> list[Path]:
+    """`ucai data generate`: sft (critique batch, or with mode persona the follow side of RLCD pairs) or prefs
+    (preference batch) → dataset files."""
     records = read_jsonl(layout.imported(dataset))
     out_dir = layout.dataset_dir(stage, constitution)
-    batch_stage = {"sft": "critique", "prefs": "preference"}[stage]
+    batch_stage = "critique" if stage == "sft" and mode == "critique" else "preference"
     key = batch_key(batch_stage, constitution, records, params)
     manifest_path = layout.dataset_manifest(stage, constitution, dataset)
     if manifest_path.is_file() and json.loads(manifest_path.read_text()).get("batch_key") == key:
@@ -74,10 +81,13 @@ def generate(url: str, layout: Layout, dataset: str, stage: str, constitution: s
     first = next((line["result"] for line in lines if line["status"] == "completed"), {})
     manifest = {"batch_id": view["id"], "batch_key": key, "stage": stage, "constitution": constitution,
                 "constitution_hash": first.get("constitution_hash"), "dataset": dataset, "params": params,
+                "mode": mode if stage == "sft" else params.get("pairs"),
                 "source_files": sorted({r.source for r in records}), "gateway": url,
                 "models": first.get("models"), "records": len(records), "failed": view["failed"]}
     written = []
-    if stage == "sft":
+    if stage == "sft" and mode == "persona":
+        written.append(write_dataset(persona_sft_rows(by_id, lines), out_dir, dataset, manifest))
+    elif stage == "sft":
         written.append(write_dataset(sft_rows(by_id, lines), out_dir, dataset, manifest))
         written.append(write_dataset(revision_preference_rows(by_id, lines),
                                      layout.dataset_dir("prefs-revision", constitution), dataset, manifest,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ class PairOutcome(BaseModel):
     p_chosen: float
     flip_rate: float | None
     seconds: float
+    differences: list[float] | None = Field(None, description="contrast: per-principle score chosen - rejected.")
 
 
 class JudgeReport(BaseModel):
@@ -77,13 +77,37 @@ async def run_judge_check(url: str, pairs: list[tuple[int, LabelledPair]], optio
         if response.status_code != 200:
             raise RuntimeError(f"line {number}: HTTP {response.status_code}: {response.text[:300]}")
         data = response.json()
+        scores = [j["raw"] for j in data["judgements"] if "score_a" in j["raw"]]
+        sign = 1 if chosen_first else -1
         return PairOutcome(line=number, p_chosen=data["probabilities"][0 if chosen_first else 1],
-                           flip_rate=data["position_consistency"].get("flip_rate"), seconds=seconds)
+                           flip_rate=data["position_consistency"].get("flip_rate"), seconds=seconds,
+                           differences=[sign * (r["score_a"] - r["score_b"]) for r in scores] or None)
 
     async with httpx.AsyncClient(base_url=url, timeout=None) as client:
         return list(await asyncio.gather(*(one(client, n, p, rng.random() < 0.5) for n, p in pairs)))
 
 
-def write_report(report: JudgeReport, outcomes: list[PairOutcome], path: Path) -> None:
-    path.write_text(json.dumps({"report": report.model_dump(), "pairs": [o.model_dump() for o in outcomes]},
-                               indent=2))
+class Calibration(BaseModel):
+    tau: float = Field(description="Fitted temperature of the contrastive judge.")
+    pairs: int
+    brier_before: float
+    brier_after: float
+    log_loss_before: float
+    log_loss_after: float
+
+
+def calibrate(outcomes: list[PairOutcome], tau_before: float) -> Calibration:
+    """Fit the contrastive judge's τ on labelled pairs (log loss); Brier and log loss at the old and the new τ."""
+    from services.cai.contrastive_judge import fit_tau, log_loss, p_chosen
+
+    pairs = [o.differences for o in outcomes if o.differences]
+    if not pairs:
+        raise ValueError("calibration needs method 'contrast' results (per-principle scores)")
+    tau = fit_tau(pairs)
+
+    def brier(t: float) -> float:
+        return sum((1 - p_chosen(d, t)) ** 2 for d in pairs) / len(pairs)
+
+    return Calibration(tau=round(tau, 4), pairs=len(pairs), brier_before=round(brier(tau_before), 4),
+                       brier_after=round(brier(tau), 4), log_loss_before=round(log_loss(pairs, tau_before), 4),
+                       log_loss_after=round(log_loss(pairs, tau), 4))
