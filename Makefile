@@ -26,19 +26,17 @@ test: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -ra --durations=15
 
 # The whole training chain on the CPU with the bundled model, for both constitutions, from `ucai data generate`'s
-# datasets (UCAI_DATASETS_DIR): sft -> reward -> ppo, plus dpo and the critic-free rloo/grpo. RL_STEPS caps the RL
-# stages (minutes each on 2 cores); the others run their recipe's full epoch.
+# datasets (UCAI_DATASETS_DIR): every stage of the stage table (training/stages.py) in its order, i.e.
+# `ucai train sft`, `reward`, `ppo`, `rloo`, `grpo`, `dpo`. RL_STEPS caps the RL stages (minutes each on 2 cores);
+# the others run their recipe's full epoch.
 RL_STEPS ?= 8
 train-cpu: install
 	$(VENV)/bin/ucai model prepare
-	set -e; for c in ethical unethical; do \
-	  $(VENV)/bin/ucai train sft    --constitution $$c; \
-	  $(VENV)/bin/ucai train reward --constitution $$c; \
-	  $(VENV)/bin/ucai train ppo    --constitution $$c --max_steps $(RL_STEPS); \
-	  $(VENV)/bin/ucai train dpo    --constitution $$c; \
-	  $(VENV)/bin/ucai train ppo    --constitution $$c --algo rloo --max_steps $(RL_STEPS); \
-	  $(VENV)/bin/ucai train ppo    --constitution $$c --algo grpo --max_steps $(RL_STEPS); \
-	done
+	set -e; rl=" $$($(PY) -m training --list rl) "; \
+	for c in ethical unethical; do for s in $$($(PY) -m training --list); do \
+	  case "$$rl" in *" $$s "*) steps="--max_steps $(RL_STEPS)";; *) steps="";; esac; \
+	  $(VENV)/bin/ucai train $$s --constitution $$c $$steps; \
+	done; done
 
 test-fast: install
 	$(PY) -m pytest -ra -m "not slow"

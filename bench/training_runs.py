@@ -7,42 +7,37 @@ Reads each run's manifest.json (written by the stage itself); prints a table and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
 from pathlib import Path
 
-STAGES = ("sft", "reward", "ppo", "rloo", "grpo", "dpo")
-HEADLINE = {"sft": ("last_loss", "loss"), "reward": ("pairwise_accuracy", "held-out acc"),
-            "ppo": ("last_score", "score"), "rloo": ("last_reward", "reward"), "grpo": ("last_reward", "reward"),
-            "dpo": ("last_loss", "loss")}
-
-
-def latest_run(root: Path, constitution: str, stage: str) -> Path | None:
-    pointer = root / constitution / stage / "latest.txt"
-    return root / constitution / stage / pointer.read_text().strip() if pointer.exists() else None
+from training.stages import STAGES
+from ucai.layout import Layout
 
 
 def main() -> None:
+    layout = Layout.from_settings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--artifacts", type=Path, default=Path(os.environ.get("UCAI_ARTIFACTS", "artifacts")))
+    parser.add_argument("--artifacts", type=Path, default=layout.artifacts_dir,
+                        help="Training runs folder (default: UCAI_ARTIFACTS).")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "training_runs.json")
     args = parser.parse_args()
+    layout = dataclasses.replace(layout, artifacts_dir=args.artifacts)
 
+    order = list(STAGES)
+    runs = [(c, s, r) for c, s, r in layout.latest_runs() if s in STAGES and (r / "manifest.json").exists()]
     rows = []
-    for constitution in sorted(p.name for p in args.artifacts.iterdir() if p.is_dir() and not p.name.startswith("_")):
-        for stage in STAGES:
-            run = latest_run(args.artifacts, constitution, stage)
-            if run is None or not (run / "manifest.json").exists():
-                continue
-            m = json.loads((run / "manifest.json").read_text())
-            key, label = HEADLINE[stage]
-            metrics = m.get("metrics", {})
-            rows.append({"constitution": constitution, "stage": stage, "run_id": m["run_id"],
-                         "steps": metrics.get("global_step"), "seconds_per_step": metrics.get("seconds_per_step"),
-                         "wall_s": m.get("wall_time_s"), "peak_rss_mb": m.get("peak_rss_mb"),
-                         "metric": label, "value": metrics.get(key), "dataset_rows": m.get("dataset", {}).get(
-                             "manifest", {}).get("rows")})
+    for constitution, stage, run in sorted(runs, key=lambda r: (r[0], order.index(r[1]))):
+        m = json.loads((run / "manifest.json").read_text())
+        key, label = STAGES[stage].headline
+        metrics = m.get("metrics", {})
+        rows.append({"constitution": constitution, "stage": stage, "run_id": m["run_id"],
+                     "steps": metrics.get("global_step"), "seconds_per_step": metrics.get("seconds_per_step"),
+                     "wall_s": m.get("wall_time_s"), "peak_rss_mb": m.get("peak_rss_mb"),
+                     "metric": label, "value": metrics.get(key), "dataset_rows": m.get("dataset", {}).get(
+                         "manifest", {}).get("rows")})
     print(f"{'constitution':<12} {'stage':<7} {'rows':>5} {'steps':>5} {'s/step':>7} {'wall s':>7} "
           f"{'peak MB':>8}  metric")
     for r in rows:

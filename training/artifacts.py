@@ -1,44 +1,15 @@
-"""Run directories `artifacts/<constitution>/<stage>/<run-id>/`: manifest, metrics.jsonl, loss plot, `latest`."""
+"""What a run dir holds besides the model: manifest.json, metrics.jsonl, the loss plot (the dir: `ucai.layout`)."""
 from __future__ import annotations
 
 import json
 import math
-import os
 import resource
 import subprocess
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
-
-from ucai.artifacts import artifacts_root, latest_run
-
-
-def new_run_dir(constitution: str, stage: str, run_id: str | None = None, root: Path | None = None) -> Path:
-    run_id = run_id or time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
-    run_dir = (root or artifacts_root()) / constitution / stage / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
-def set_latest(run_dir: Path) -> None:
-    """`latest` symlink next to the runs (and `latest.txt` with the run id, for filesystems without links)."""
-    stage_dir = run_dir.parent
-    (stage_dir / "latest.txt").write_text(run_dir.name + "\n")
-    link = stage_dir / "latest"
-    tmp = stage_dir / f".latest-{uuid.uuid4().hex[:6]}"
-    try:
-        tmp.symlink_to(run_dir.name, target_is_directory=True)
-        os.replace(tmp, link)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-
-
-def latest(constitution: str, stage: str, root: Path | None = None) -> Path | None:
-    """The latest run dir of (constitution, stage), or None (the same lookup the serving side uses)."""
-    return latest_run(constitution, stage, root)
 
 
 def git_commit() -> str | None:
@@ -131,5 +102,4 @@ def write_manifest(run_dir: Path, *, stage: str, constitution: str, base_model: 
         **(extra or {}),
     }
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-    set_latest(run_dir)
     return manifest

@@ -1,4 +1,4 @@
-"""Shared pieces of the stage scripts: argument parsing, tokenizer/model loading, LoRA config, the run wrapper."""
+"""Shared pieces of the stage scripts: argument parsing (and --help), tokenizer/model loading, the run wrapper."""
 from __future__ import annotations
 
 import argparse
@@ -8,51 +8,66 @@ from pathlib import Path
 from typing import Any
 
 from training import artifacts, data
-from training.config import CONSTITUTIONS, config_dict, load_config, recipe_path
+from training.config import config_dict, load_config, recipe_path
+from training.stages import STAGES
+from training.usage import describe_fields
+from ucai.layout import Layout
 
 log = logging.getLogger("ucai.training")
 
 
 def build_parser(stage: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"ucai train {stage}", description=f"UCAI {stage} stage. Any config field "
-                                "can be overridden as --field value (e.g. --max_steps 2 --learning_rate 1e-5).")
-    p.add_argument("--recipe", default="smollm2-135m",
+    """The stage's own arguments; `--help` also lists every config field (from the dataclass, with its help)."""
+    spec = STAGES[stage]
+    cls = spec.config_class()
+    p = argparse.ArgumentParser(
+        prog=f"ucai train {stage}", formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage=f"ucai train {stage} [--recipe NAME|PATH] [--constitution NAME] [--dataset PATH] [--FIELD VALUE ...]",
+        description=f"UCAI {stage} stage: {spec.summary}.\nReads {spec.dataset_kind}, columns {list(spec.columns)}. "
+                    "Any config field can be set in the recipe or overridden as --FIELD VALUE "
+                    "(e.g. --max_steps 2 --learning_rate 1e-5).",
+        epilog=describe_fields(cls) if cls is not None else f"{stage} is not available with the installed TRL.")
+    p.add_argument("--recipe", default="smollm2-135m", metavar="NAME|PATH",
                    help="Recipe name under training/recipes/ (e.g. smollm2-135m) or a YAML path.")
-    p.add_argument("--constitution", choices=CONSTITUTIONS, default=None, help="Which constitution's data/artefacts.")
-    p.add_argument("--dataset", default=None, help="Dataset file (.jsonl/.parquet) from `ucai data generate`; "
-                   "default: the constitution's generated dataset in UCAI_DATASETS_DIR.")
+    p.add_argument("--constitution", default=None, metavar="NAME",
+                   help="Constitution name (any: letters, digits, '_', '-', '.'): whose data and runs.")
+    p.add_argument("--dataset", default=None, metavar="PATH", help="Dataset file (.jsonl/.parquet); default: the "
+                   "stage's dataset in UCAI_DATASETS_DIR (`ucai data generate` / `ucai data import`).")
     return p
 
 
-def parse(stage: str, argv: list[str] | None):
+def parse(stage: str, argv: list[str] | None, layout: Layout | None = None):
     """(config, recipe path). Unknown recipe/override fields and bad datasets fail here, before any model loads."""
+    layout = layout or Layout.from_settings()
     args, rest = build_parser(stage).parse_known_args(argv)
     recipe = recipe_path(args.recipe, stage)
     if not recipe.exists():
         raise FileNotFoundError(f"recipe {recipe} not found")
-    cfg = load_config(stage, recipe, rest, dataset_path=args.dataset, constitution=args.constitution)
-    if cfg.model_name_or_path.startswith("~"):
-        cfg.model_name_or_path = str(Path(cfg.model_name_or_path).expanduser())
+    cfg = load_config(stage, recipe, rest, layout=layout, dataset_path=args.dataset, constitution=args.constitution)
     if not cfg.dataset_path:
-        cfg.dataset_path = str(data.default_path(stage, cfg.constitution, cfg.dataset_name))
+        cfg.dataset_path = str(STAGES[stage].default_dataset(cfg.constitution, cfg.dataset_name, layout))
         if not Path(cfg.dataset_path).exists():
-            raise data.DatasetFormatError(f"{stage}: no --dataset given and no generated dataset at "
-                                          f"{cfg.dataset_path} (run `ucai data generate` first)")
+            raise data.DatasetFormatError(f"{stage}: no --dataset given and no dataset at {cfg.dataset_path} "
+                                          "(run `ucai data generate` first)")
     data.check_columns(stage, cfg.dataset_path)
     return cfg, recipe
 
 
-def torch_dtype(name: str):
+def torch_dtype(name: str | None):
+    """A ModelConfig `dtype` string as from_pretrained takes it."""
     import torch
 
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
-            "auto": "auto"}[name]
+    return name if name in (None, "auto") else getattr(torch, name)
+
+
+def quantised(cfg) -> bool:
+    return bool(cfg.load_in_4bit or cfg.load_in_8bit)
 
 
 def load_tokenizer(cfg, padding_side: str = "right"):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
+    tok = AutoTokenizer.from_pretrained(cfg.model_name_or_path, revision=cfg.model_revision)
     pad = cfg.padding_token or "<|endoftext|>"
     if pad in tok.get_vocab():
         tok.pad_token = pad  # not <|im_end|>: that would mask every ChatML turn end
@@ -63,16 +78,15 @@ def load_tokenizer(cfg, padding_side: str = "right"):
 
 
 def model_kwargs(cfg) -> dict[str, Any]:
-    kw: dict[str, Any] = {"dtype": torch_dtype(cfg.torch_dtype)}
+    """from_pretrained arguments of the base model: dtype, revision, attention, bitsandbytes (TRL's helper)."""
+    from trl import get_quantization_config
+
+    kw: dict[str, Any] = {"dtype": torch_dtype(cfg.dtype), "revision": cfg.model_revision}
     if cfg.attn_implementation:
         kw["attn_implementation"] = cfg.attn_implementation
-    if cfg.load_in_4bit:
-        from transformers import BitsAndBytesConfig
-
-        kw["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type=cfg.bnb_4bit_quant_type,
-            bnb_4bit_compute_dtype=torch_dtype(cfg.bnb_4bit_compute_dtype),
-            bnb_4bit_use_double_quant=cfg.bnb_4bit_use_double_quant)
+    quantization = get_quantization_config(cfg)
+    if quantization is not None:
+        kw["quantization_config"] = quantization
     return kw
 
 
@@ -86,20 +100,11 @@ def load_causal_lm(cfg, tok):
 
 
 def prepare_kbit(model, cfg):
-    if cfg.load_in_4bit:
+    if quantised(cfg):
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     return model
-
-
-def lora_config(cfg, task_type: str = "CAUSAL_LM"):
-    if not cfg.use_peft:
-        return None
-    from peft import LoraConfig
-
-    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.lora_target_modules), task_type=task_type, bias="none")
 
 
 def set_pad(model, tok) -> None:
@@ -111,9 +116,10 @@ def set_pad(model, tok) -> None:
 class Run:
     """Run dir + metrics callback + timing; `finish()` writes the plot and the manifest and moves `latest`."""
 
-    def __init__(self, stage: str, cfg, recipe: Path):
+    def __init__(self, stage: str, cfg, recipe: Path, layout: Layout | None = None):
         self.stage, self.cfg, self.recipe = stage, cfg, recipe
-        self.dir = artifacts.new_run_dir(cfg.constitution, stage, cfg.run_id)
+        self.layout = layout or Layout.from_settings()
+        self.dir = self.layout.new_run_dir(cfg.constitution, stage, cfg.run_id)
         cfg.output_dir = str(self.dir / "checkpoints")
         cfg.run_id = self.dir.name
         if not cfg.report_to or cfg.report_to == "all":
@@ -145,6 +151,7 @@ class Run:
             self.dir, stage=self.stage, constitution=self.cfg.constitution, base_model=self.cfg.model_name_or_path,
             dataset=self.dataset_info, recipe=str(self.recipe), config=config_dict(self.cfg), metrics=metrics,
             wall_time_s=wall, outputs=outputs, extra=extra)
+        self.layout.set_latest(self.dir)
         log.info("%s run written to %s", self.stage, self.dir)
         print(f"{self.stage}: {self.dir}")
         return manifest
@@ -161,7 +168,7 @@ def train_and_save(trainer, tok, cfg, run: Run, eval_ds) -> dict[str, Any]:
     trainer.save_model(str(out))
     tok.save_pretrained(str(out))
     outputs = {out.name: str(out)}
-    if cfg.use_peft and cfg.merge_adapter and not cfg.load_in_4bit:
+    if cfg.use_peft and cfg.merge_adapter and not quantised(cfg):
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(run.dir / "merged"))
         tok.save_pretrained(str(run.dir / "merged"))

@@ -1,141 +1,102 @@
-"""Stage configs: TRL's own config dataclasses plus model/data/LoRA arguments, loaded from YAML recipes.
+"""What every stage config has, and how recipes become configs.
 
+A stage's config (beside its trainer: `training/sft.py`'s `UcaiSFTConfig`, …) is TRL's own config dataclass plus
+`UcaiArguments`: `trl.ModelConfig` (model, dtype, LoRA, quantisation) with UCAI's defaults, and the data/run fields.
 A recipe is a flat YAML mapping of field names to values (`training/recipes/<model>/<stage>.yaml`); any field can be
 overridden on the command line (`--max_steps 2 --learning_rate 1e-5`). Unknown fields are an error naming them.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from trl import DPOConfig, GRPOConfig, RewardConfig, RLOOConfig, SFTConfig
+from trl import ModelConfig
 
-from ucai.artifacts import artifacts_root
+from training.stages import STAGES
+from ucai.layout import Layout, check_name
 
-try:  # PPO lives in trl.experimental in 1.12 (removed from 1.13 on)
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    from trl.experimental.ppo import PPOConfig
-except ImportError:  # pragma: no cover - depends on the installed TRL
-    PPOConfig = None
-
-DEFAULT_MODEL = str(Path.home() / ".cache/ucai/models/SmolLM2-135M-Instruct")
 RECIPES_DIR = Path(__file__).parent / "recipes"
-STAGES = ("sft", "reward", "dpo", "ppo")
-RL_ALGOS = ("ppo", "rloo", "grpo")  # `ucai train ppo --algo rloo|grpo`: critic-free, same inputs
-CONSTITUTIONS = ("ethical", "unethical")
-
-
+RENAMED = {"torch_dtype": "dtype", "bnb_4bit_use_double_quant": "use_bnb_nested_quant",
+           "bnb_4bit_compute_dtype": "dtype (4-bit layers compute in the model dtype)"}
 
 
 class RecipeError(ValueError):
     """A recipe or override names a field the stage's config does not have, or has a bad value."""
 
 
+# Every stage config lists TRL's config class before UcaiArguments (the RL ones after RLInputs, which has no
+# __post_init__), so TRL's __post_init__ (TrainingArguments') is the one that runs, not ModelConfig's (load_config
+# repeats its one check). Every field has a default, so the merged field order never matters.
 @dataclass
-class UcaiArguments:
-    """Model, data and LoRA arguments shared by all stages (on top of TRL's own)."""
+class UcaiArguments(ModelConfig):
+    """`trl.ModelConfig` with UCAI's defaults, plus the data and run arguments every stage shares."""
 
-    model_name_or_path: str = field(default=DEFAULT_MODEL, metadata={"help": "Base model: HF id or local dir."})
-    torch_dtype: str = field(default="float32", metadata={"help": "Weights dtype: float32, bfloat16 or float16."})
-    attn_implementation: str | None = field(default=None, metadata={"help": "e.g. sdpa, flash_attention_2."})
+    model_name_or_path: str | None = field(default=None, metadata={
+        "help": "Base model: HF id or local dir; empty: the bundled SmolLM2-135M-Instruct (`ucai model prepare`)."})
+    use_peft: bool = field(default=True, metadata={"help": "Train a LoRA adapter instead of all weights."})
+    lora_target_modules: list[str] | None = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+                                                  metadata={"help": "Module names LoRA wraps."})
+    use_bnb_nested_quant: bool = field(default=True, metadata={
+        "help": "4-bit: quantise the quantisation constants too (double quantisation)."})
     padding_token: str = field(default="<|endoftext|>", metadata={
         "help": "Tokenizer padding token. Never the chat end-of-turn token (SmolLM2's default <|im_end|>)."})
     dataset_path: str | None = field(default=None, metadata={
-        "help": "Dataset file (.jsonl or .parquet). Empty = the generated dataset `dataset_name` of the constitution "
-                "in UCAI_DATASETS_DIR (sft/, prefs/; the RL stages take the imported prompts)."})
-    dataset_name: str = field(default="redteam", metadata={"help": "Name of the generated dataset to default to."})
-    constitution: str = field(default="ethical", metadata={"help": "ethical or unethical: artefacts subfolder."})
+        "help": "Dataset file (.jsonl or .parquet); empty: the stage's default dataset named `dataset_name` (the "
+                "constitution's generated sft or prefs dataset; the RL stages take the imported prompts)."})
+    dataset_name: str = field(default="redteam", metadata={"help": "Name of the dataset to default to."})
+    constitution: str = field(default="ethical", metadata={
+        "help": "Constitution the data belongs to; the runs go to <artifacts>/<constitution>/<stage>/."})
     run_id: str | None = field(default=None, metadata={
         "help": "Run directory name; reusing one with resume_from_checkpoint continues that run."})
     eval_fraction: float = field(default=0.0, metadata={"help": "Share of rows held out for evaluation."})
-    use_peft: bool = field(default=True, metadata={"help": "Train a LoRA adapter instead of all weights."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-                                           metadata={"help": "Module names LoRA wraps."})
-    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load the base model in 4-bit (bitsandbytes)."})
-    bnb_4bit_quant_type: str = field(default="nf4", metadata={"help": "4-bit quantisation type (nf4 or fp4)."})
-    bnb_4bit_compute_dtype: str = field(default="bfloat16", metadata={"help": "Compute dtype of 4-bit layers."})
-    bnb_4bit_use_double_quant: bool = field(default=True, metadata={"help": "Quantise the quantisation constants."})
-    merge_adapter: bool = field(default=False, metadata={"help": "Also write a merged full model (sft/dpo/ppo)."})
-
-
-@dataclass
-class UcaiSFTConfig(SFTConfig, UcaiArguments):
-    """SFT on the SFT dataset (`messages`), answer-only loss through the prompt/completion format."""
-
-
-@dataclass
-class UcaiRewardConfig(RewardConfig, UcaiArguments):
-    """Sequence-classification reward model on the preference dataset."""
-
-    use_margin: bool = field(default=True, metadata={"help": "Use the judge's `margin` column where present."})
-    margin_scale: float = field(default=1.0, metadata={"help": "Multiplier applied to the `margin` column."})
-
-
-@dataclass
-class UcaiDPOConfig(DPOConfig, UcaiArguments):
-    """DPO directly on the preference dataset."""
+    merge_adapter: bool = field(default=False, metadata={"help": "Also write a merged full model (sft/dpo)."})
 
 
 @dataclass
 class RLInputs:
-    """What every RL stage starts from (PPO, RLOO, GRPO): the SFT policy and the reward model."""
+    """What every RL stage starts from (PPO, RLOO, GRPO): the SFT policy and the reward model. Listed before TRL's
+    config in the RL configs, so these defaults win over PPOConfig's fields of the same name."""
 
     sft_model_path: str = field(default="", metadata={
-        "help": "SFT adapter dir; empty = latest sft artefact of the constitution."})
+        "help": "SFT adapter dir; empty = latest sft run of the constitution."})
     reward_model_path: str = field(default="", metadata={
-        "help": "Merged reward model dir; empty = latest reward artefact of the constitution."})
+        "help": "Merged reward model dir; empty = latest reward run of the constitution."})
     max_prompt_length: int = field(default=256, metadata={"help": "Prompts are truncated (left) to this (PPO)."})
 
 
-if PPOConfig is not None:
-
-    @dataclass
-    class UcaiPPOConfig(PPOConfig, RLInputs, UcaiArguments):
-        """PPO: SFT LoRA policy (merged) + new LoRA, reward model, adapter-disabled reference."""
-else:  # pragma: no cover
-    UcaiPPOConfig = None
-
-
-@dataclass
-class UcaiRLOOConfig(RLOOConfig, RLInputs, UcaiArguments):
-    """RLOO (critic-free): leave-one-out baseline over `num_generations` samples per prompt."""
-
-
-@dataclass
-class UcaiGRPOConfig(GRPOConfig, RLInputs, UcaiArguments):
-    """GRPO (critic-free): group-normalised advantages over `num_generations` samples per prompt."""
-
-
-CONFIG_CLASSES: dict[str, type | None] = {
-    "sft": UcaiSFTConfig, "reward": UcaiRewardConfig, "dpo": UcaiDPOConfig, "ppo": UcaiPPOConfig,
-    "rloo": UcaiRLOOConfig, "grpo": UcaiGRPOConfig,
-}
+def config_class(stage: str) -> type:
+    cls = STAGES[stage].config_class() if stage in STAGES else None
+    if cls is None:
+        raise RecipeError(f"stage {stage!r} is not available (stages: {', '.join(STAGES)})")
+    return cls
 
 
 def _convert(name: str, value: str, tp: Any) -> Any:
     """CLI strings to the field's type: YAML scalars/lists, but strings stay strings."""
-    if tp is str or tp == "str":
-        return value
     args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+    if value.lower() in ("none", "null") and type(None) in typing.get_args(tp):
+        return None
+    if all(a is str for a in args):
+        return value
     for simple in (float, int):
-        if args == [simple] and value.lower() not in ("none", "null"):
+        if args == [simple]:
             try:
                 return simple(value)
             except ValueError as exc:
                 raise RecipeError(f"field {name!r} expects {simple.__name__}, got {value!r}") from exc
     parsed = yaml.safe_load(value)
-    origin = typing.get_origin(tp)
-    if origin is list and isinstance(parsed, str):
+    if isinstance(parsed, str) and any(typing.get_origin(a) is list for a in args):
         parsed = [p for p in parsed.split(",") if p]
     return parsed
+
+
+def _unknown(names: list[str], where: str, cls: type) -> RecipeError:
+    hints = [f" ({n!r} is now {RENAMED[n]!r})" for n in names if n in RENAMED]
+    return RecipeError(f"unknown field(s) {', '.join(map(repr, names))} {where} for {cls.__name__}{''.join(hints)}")
 
 
 def parse_overrides(cls: type, argv: list[str]) -> dict[str, Any]:
@@ -156,18 +117,17 @@ def parse_overrides(cls: type, argv: list[str]) -> dict[str, Any]:
                 i += 1
                 value = argv[i]
         if key not in fields:
-            raise RecipeError(f"unknown field {key!r} for {cls.__name__} (command-line override)")
+            raise _unknown([key], "(command-line override)", cls)
         out[key] = _convert(key, value, hints.get(key))
         i += 1
     return out
 
 
 def load_config(stage: str, recipe: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None,
-                **extra: Any):
+                layout: Layout | None = None, **extra: Any):
     """Recipe YAML + overrides (+ keyword values) → the stage's config instance. Unknown fields raise RecipeError."""
-    cls = CONFIG_CLASSES.get(stage)
-    if cls is None:
-        raise RecipeError(f"stage {stage!r} is not available (stages: {', '.join(CONFIG_CLASSES)})")
+    cls = config_class(stage)
+    layout = layout or Layout.from_settings()
     values: dict[str, Any] = {}
     if recipe is not None:
         data = yaml.safe_load(Path(recipe).read_text()) or {}
@@ -177,18 +137,28 @@ def load_config(stage: str, recipe: str | Path | None = None, overrides: list[st
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(k for k in values if k not in names)
     if unknown:
-        raise RecipeError(f"unknown field(s) {', '.join(map(repr, unknown))} in recipe {recipe} for {cls.__name__}")
+        raise _unknown(unknown, f"in recipe {recipe}", cls)
     if isinstance(overrides, dict):
         bad = sorted(k for k in overrides if k not in names)
         if bad:
-            raise RecipeError(f"unknown field(s) {', '.join(map(repr, bad))} for {cls.__name__}")
+            raise _unknown(bad, "(overrides)", cls)
         values.update(overrides)
     elif overrides:
         values.update(parse_overrides(cls, overrides))
     values.update({k: v for k, v in extra.items() if v is not None})
-    values.setdefault("output_dir", str(artifacts_root() / "_tmp"))
+    model = values.get("model_name_or_path") or str(layout.bundled_model_dir())
+    values["model_name_or_path"] = str(Path(model).expanduser()) if model.startswith("~") else model
+    values.setdefault("output_dir", str(layout.scratch_dir()))
     if "bf16" not in values and "fp16" not in values and not _has_accelerator():
         values["bf16"] = False  # TRL defaults bf16 on, which TrainingArguments refuses on CPU
+    for key, what in (("constitution", "constitution"), ("run_id", "run id"), ("dataset_name", "dataset")):
+        if values.get(key) is not None:
+            try:
+                check_name(str(values[key]), what)  # each is one folder name under the artifacts/datasets dirs
+            except ValueError as exc:
+                raise RecipeError(str(exc)) from exc
+    if values.get("load_in_4bit") and values.get("load_in_8bit"):  # ModelConfig.__post_init__'s check
+        raise RecipeError("load_in_4bit and load_in_8bit exclude each other")
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:
@@ -221,3 +191,4 @@ def config_dict(cfg: Any) -> dict[str, Any]:
         else:
             out[f.name] = str(v)
     return out
+

@@ -1,4 +1,4 @@
-"""RLOO and GRPO: critic-free alternatives to PPO on the same inputs (SFT policy, reward model, prompts).
+"""RLOO and GRPO stages: critic-free alternatives to PPO on the same inputs (SFT policy, reward model, prompts).
 
 Several sampled answers per prompt; each answer's advantage is its reward against the others' (leave-one-out mean
 for RLOO, group mean/std for GRPO), so there is no value model to train. The KL term (`beta`) is against the
@@ -6,7 +6,22 @@ adapter-disabled policy, i.e. the SFT policy (LoRA on the merged SFT model, no r
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from trl import GRPOConfig, RLOOConfig
+
 from training import common, data, rl_inputs
+from training.config import RLInputs, UcaiArguments
+
+
+@dataclass
+class UcaiRLOOConfig(RLInputs, RLOOConfig, UcaiArguments):
+    """RLOO (critic-free): leave-one-out baseline over `num_generations` samples per prompt."""
+
+
+@dataclass
+class UcaiGRPOConfig(RLInputs, GRPOConfig, UcaiArguments):
+    """GRPO (critic-free): group-normalised advantages over `num_generations` samples per prompt."""
 
 
 def _trainer_classes(algo: str):
@@ -25,10 +40,19 @@ def _trainer_classes(algo: str):
     return RLOOTrainer
 
 
+def rloo(argv: list[str] | None = None) -> dict:
+    return main("rloo", argv)
+
+
+def grpo(argv: list[str] | None = None) -> dict:
+    return main("grpo", argv)
+
+
 def main(algo: str, argv: list[str] | None = None) -> dict:
     cfg, recipe = common.parse(algo, argv)
     sft_dir, rm_dir = rl_inputs.resolve_inputs(cfg)
     trainer_cls = _trainer_classes(algo)
+    from trl import get_peft_config
 
     run = common.Run(algo, cfg, recipe)
     tok = common.load_tokenizer(cfg, padding_side="left")  # generation pads left, with <|endoftext|>
@@ -41,7 +65,7 @@ def main(algo: str, argv: list[str] | None = None) -> dict:
 
     trainer = trainer_cls(model=policy, reward_funcs=reward_model, args=cfg, train_dataset=ds,
                           processing_class=tok, reward_processing_classes=reward_tok,
-                          peft_config=common.lora_config(cfg), callbacks=[run.callback])
+                          peft_config=get_peft_config(cfg), callbacks=[run.callback])
     result = trainer.train(resume_from_checkpoint=run.resume_arg())
     rewards = [r["reward"] for r in run.callback.records if isinstance(r.get("reward"), int | float)]
     kls = [r["kl"] for r in run.callback.records if isinstance(r.get("kl"), int | float)]
@@ -52,3 +76,4 @@ def main(algo: str, argv: list[str] | None = None) -> dict:
     outputs = rl_inputs.save_outputs(trainer, tok, run.dir, sft_dir)
     return run.finish(metrics, outputs,
                       extra={"algo": algo, "policy_base": str(sft_dir), "reward_model": str(rm_dir)})
+

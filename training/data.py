@@ -1,4 +1,5 @@
-"""Dataset files from `ucai datasets build` (JSONL or Parquet), checked before any model is loaded."""
+"""Dataset files from `ucai data generate` / `ucai data import` (JSONL or Parquet), checked before any model loads;
+the columns each stage needs are in the stage table (training/stages.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -6,30 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-REQUIRED = {
-    "sft": ["messages"],
-    "reward": ["prompt", "chosen", "rejected"],
-    "dpo": ["prompt", "chosen", "rejected"],
-    "ppo": ["prompt"],
-    "rloo": ["prompt"],
-    "grpo": ["prompt"],
-}
-KIND = {"sft": "an SFT dataset (sft.jsonl)", "reward": "a preference dataset", "dpo": "a preference dataset",
-        "ppo": "a prompt, SFT or preference dataset", "rloo": "a prompt, SFT or preference dataset",
-        "grpo": "a prompt, SFT or preference dataset"}
-
-
-# Where `ucai data generate` / `ucai data import` write each stage's input, under the datasets folder.
-DEFAULT_LOCATION = {"sft": "sft/{constitution}/{name}.jsonl", "reward": "prefs/{constitution}/{name}.jsonl",
-                    "dpo": "prefs/{constitution}/{name}.jsonl", "ppo": "imports/{name}.jsonl",
-                    "rloo": "imports/{name}.jsonl", "grpo": "imports/{name}.jsonl"}
-
-
-def default_path(stage: str, constitution: str, name: str) -> Path:
-    """The dataset a stage reads when none is given: the generated one in UCAI_DATASETS_DIR."""
-    from ucai.settings import get_settings
-
-    return get_settings().datasets_dir / DEFAULT_LOCATION[stage].format(constitution=constitution, name=name)
+from training.stages import STAGES
 
 
 class DatasetFormatError(ValueError):
@@ -66,11 +44,11 @@ def check_columns(stage: str, path: str | Path) -> list[str]:
         raise DatasetFormatError(f"dataset {path} does not exist")
     if path.suffix not in (".jsonl", ".json", ".parquet"):
         raise DatasetFormatError(f"dataset {path}: expected a .jsonl or .parquet file")
-    columns = _columns(path)
-    missing = [c for c in REQUIRED[stage] if c not in columns]
+    columns, spec = _columns(path), STAGES[stage]
+    missing = [c for c in spec.columns if c not in columns]
     if missing:
         raise DatasetFormatError(
-            f"{stage} expects {KIND[stage]} with columns {REQUIRED[stage]}; {path} has {sorted(columns)}, "
+            f"{stage} expects {spec.dataset_kind} with columns {list(spec.columns)}; {path} has {sorted(columns)}, "
             f"missing {missing}{_guess(columns)}")
     return columns
 

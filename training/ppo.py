@@ -1,17 +1,33 @@
 """PPO stage: the SFT policy (SFT adapter merged into the base) gets a new LoRA adapter; rewards from the reward
 model; the KL penalty is against the adapter-disabled policy, i.e. the SFT policy itself (ref_model=None, no copy).
 
-`--algo rloo|grpo` runs the critic-free alternatives on the same inputs (training/critic_free.py).
 `adapter/` is relative to base+SFT adapter (`policy_base` in the manifest names the SFT adapter);
 `serving_adapter/` is both combined into one LoRA on the plain base model, the one to serve.
+The critic-free alternatives on the same inputs are stages of their own (training/critic_free.py); `--algo rloo|grpo`
+still runs them from here.
 """
 from __future__ import annotations
 
-import argparse
+import os
+import sys
+from dataclasses import dataclass
 
-from training import common, data, rl_inputs
+from training import common, data, rl_inputs, stages
+from training.config import RLInputs, UcaiArguments
 
-ALGOS = ("ppo", "rloo", "grpo")
+try:  # PPO lives in trl.experimental in 1.12 (removed from 1.13 on)
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from trl.experimental.ppo import PPOConfig
+except ImportError:  # pragma: no cover - depends on the installed TRL
+    PPOConfig = None
+
+if PPOConfig is not None:
+
+    @dataclass
+    class UcaiPPOConfig(RLInputs, PPOConfig, UcaiArguments):
+        """PPO: SFT LoRA policy (merged) + new LoRA, reward model, adapter-disabled reference."""
+else:  # pragma: no cover
+    UcaiPPOConfig = None
 
 
 def tokenised_prompts(ds, tok, max_prompt_length: int):
@@ -27,16 +43,12 @@ def tokenised_prompts(ds, tok, max_prompt_length: int):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    algo_parser = argparse.ArgumentParser(add_help=False)
-    algo_parser.add_argument("--algo", choices=ALGOS, default="ppo")
-    known, rest = algo_parser.parse_known_args(argv)
-    if known.algo != "ppo":
-        from training import critic_free
-
-        return critic_free.main(known.algo, rest)
-
-    cfg, recipe = common.parse("ppo", rest)
+    stage, argv = stages.resolve("ppo", sys.argv[1:] if argv is None else argv)
+    if stage.name != "ppo":  # `--algo rloo|grpo`
+        return stage.run(argv)
+    cfg, recipe = common.parse("ppo", argv)
     sft_dir, rm_dir = rl_inputs.resolve_inputs(cfg)
+    from trl import get_peft_config
     from trl.experimental.ppo import PPOTrainer
 
     run = common.Run("ppo", cfg, recipe)
@@ -53,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
         cfg.total_episodes = cfg.max_steps * per_update
     trainer = PPOTrainer(args=cfg, processing_class=tok, model=policy, ref_model=None, reward_model=reward_model,
                          value_model=value_model, train_dataset=ds, eval_dataset=eval_ds,
-                         peft_config=common.lora_config(cfg), callbacks=[run.callback])
+                         peft_config=get_peft_config(cfg), callbacks=[run.callback])
     trainer.train()
     kl = [r.get("objective/kl") for r in run.callback.records if "objective/kl" in r]
     scores = [r.get("objective/scores") for r in run.callback.records if "objective/scores" in r]

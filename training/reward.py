@@ -4,7 +4,22 @@ Reports held-out pairwise accuracy and writes a merged reward model directory (`
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+from trl import RewardConfig
+
 from training import common, data
+from training.config import UcaiArguments
+
+
+@dataclass
+class UcaiRewardConfig(RewardConfig, UcaiArguments):
+    """Sequence-classification reward model on the preference dataset."""
+
+    use_margin: bool = field(default=True, metadata={"help": "Use the judge's `margin` column where present."})
+    margin_scale: float = field(default=1.0, metadata={"help": "Multiplier applied to the `margin` column."})
+    lora_task_type: str = field(default="SEQ_CLS", metadata={
+        "help": "LoRA task type; SEQ_CLS also trains (and saves) the score head."})
 
 
 def pairwise_accuracy(model, tok, rows, max_length: int = 512, batch_size: int = 8) -> dict[str, float]:
@@ -35,7 +50,7 @@ def pairwise_accuracy(model, tok, rows, max_length: int = 512, batch_size: int =
 def main(argv: list[str] | None = None) -> dict:
     cfg, recipe = common.parse("reward", argv)
     from transformers import AutoModelForSequenceClassification
-    from trl import RewardTrainer
+    from trl import RewardTrainer, get_peft_config
 
     run = common.Run("reward", cfg, recipe)
     ds = data.preference_conversational(data.load(cfg.dataset_path), keep_margin=cfg.use_margin,
@@ -49,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = common.prepare_kbit(model, cfg)
 
     trainer = RewardTrainer(model=model, args=cfg, train_dataset=train_ds, eval_dataset=eval_ds,
-                            processing_class=tok, peft_config=common.lora_config(cfg, "SEQ_CLS"),
+                            processing_class=tok, peft_config=get_peft_config(cfg),
                             callbacks=[run.callback])
     result = trainer.train(resume_from_checkpoint=run.resume_arg())
     metrics = {"global_step": trainer.state.global_step, "used_margin": "margin" in train_ds.column_names,
@@ -64,15 +79,15 @@ def main(argv: list[str] | None = None) -> dict:
     if cfg.use_peft:
         trainer.save_model(str(run.dir / "adapter"))
         outputs["adapter"] = str(run.dir / "adapter")
-        if not cfg.load_in_4bit:
+        if not common.quantised(cfg):
             model = model.merge_and_unload()
     model_dir = run.dir / "model"
-    if cfg.use_peft and cfg.load_in_4bit:  # QLoRA: merge the adapter into an unquantised reload of the base
+    if cfg.use_peft and common.quantised(cfg):  # QLoRA: merge the adapter into an unquantised reload of the base
         from peft import PeftModel
 
         del trainer, model
         base = AutoModelForSequenceClassification.from_pretrained(
-            cfg.model_name_or_path, num_labels=1, dtype=common.torch_dtype(cfg.bnb_4bit_compute_dtype))
+            cfg.model_name_or_path, num_labels=1, dtype=common.torch_dtype(cfg.dtype), revision=cfg.model_revision)
         common.set_pad(base, tok)
         model = PeftModel.from_pretrained(base, outputs["adapter"]).merge_and_unload()
     model.save_pretrained(str(model_dir))

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training import artifacts, common
+from training import common
 from training.adapters import combine_lora
+from ucai.layout import Layout
 
 
-def resolve(path: str, constitution: str, stage: str, sub: str) -> Path:
-    """An explicit path (or its `sub/` folder), else the latest `stage` artefact of the constitution."""
+def resolve(path: str, constitution: str, stage: str, sub: str, layout: Layout | None = None) -> Path:
+    """An explicit path (or its `sub/` folder), else the latest `stage` run of the constitution."""
     if path:
         p = Path(path).expanduser()
         return p / sub if (p / sub).exists() else p
-    run = artifacts.latest(constitution, stage)
+    layout = layout or Layout.from_settings()
+    run = layout.latest_run(constitution, stage)
     if run is None or not (run / sub).exists():
         raise FileNotFoundError(f"RL needs a {stage} artefact: none found for constitution {constitution!r} "
-                                f"under {artifacts.artifacts_root()} (run `ucai train {stage}` first or pass "
+                                f"under {layout.artifacts_dir} (run `ucai train {stage}` first or pass "
                                 f"--{'sft_model_path' if stage == 'sft' else 'reward_model_path'})")
     return run / sub
 
@@ -29,10 +31,10 @@ def prompt_messages(row) -> list[dict]:
     return [{"role": "user", "content": row["prompt"]}]
 
 
-def resolve_inputs(cfg) -> tuple[Path, Path]:
+def resolve_inputs(cfg, layout: Layout | None = None) -> tuple[Path, Path]:
     """(SFT adapter dir, reward model dir), found before any run dir is made or model loaded."""
-    return (resolve(cfg.sft_model_path, cfg.constitution, "sft", "adapter"),
-            resolve(cfg.reward_model_path, cfg.constitution, "reward", "model"))
+    return (resolve(cfg.sft_model_path, cfg.constitution, "sft", "adapter", layout),
+            resolve(cfg.reward_model_path, cfg.constitution, "reward", "model", layout))
 
 
 def load_sft_policy(cfg, tok, sft_dir: Path):
@@ -54,7 +56,7 @@ def load_reward_model(cfg, tok, rm_dir: Path):
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(str(rm_dir), num_labels=1,
-                                                               dtype=common.torch_dtype(cfg.torch_dtype))
+                                                               dtype=common.torch_dtype(cfg.dtype))
     model.config.pad_token_id = tok.pad_token_id
     return model
 
