@@ -22,7 +22,7 @@ def _compare(client, **body) -> dict:
 
 
 def test_compare_soft_labels_both_orders_and_mirrored_average(client):
-    data = _compare(client, ensemble=3, seed=1)
+    data = _compare(client, method="logprob", ensemble=3, seed=1)
     assert data["method"] == "logprob" and data["constitution"] == "ethical"
     assert len(data["judgements"]) == 6  # 3 principles x 2 orders
     for j in data["judgements"]:
@@ -53,7 +53,7 @@ def test_identical_responses_are_a_tie_without_a_model_call(client):
 
 
 def test_empty_response_is_allowed(client):
-    data = _compare(client, ensemble=1, seed=2, responses=[REFUSAL, ""])
+    data = _compare(client, method="logprob", ensemble=1, seed=2, responses=[REFUSAL, ""])
     assert len(data["judgements"]) == 2
 
 
@@ -143,6 +143,7 @@ CLEAR_PAIRS = [json.loads(line) for line in (Path(__file__).parents[1] / "bench"
 
 
 def test_contrast_scores_each_answer_and_mirrors_exactly(client):
+    assert _compare(client, ensemble=1, seed=1)["method"] == "contrast"  # the judge role's default (UCAI_JUDGE__METHOD)
     data = _compare(client, method="contrast", ensemble=4, seed=1)
     assert data["method"] == "contrast" and sum(data["probabilities"]) == pytest.approx(1.0, abs=1e-9)
     assert len(data["judgements"]) == 4

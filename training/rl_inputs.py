@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from training import common
-from training.adapters import combine_lora
+from training.lora_folding import combine_lora
 from ucai.layout import Layout
+from ucai.prompts import record_conversation
 
 
 def resolve(path: str, constitution: str, stage: str, sub: str, layout: Layout | None = None) -> Path:
@@ -25,10 +26,8 @@ def resolve(path: str, constitution: str, stage: str, sub: str, layout: Layout |
 
 def prompt_messages(row) -> list[dict]:
     """The conversation up to the answer: from `messages` (SFT rows) or `prompt` (prompt / preference rows)."""
-    if row.get("messages"):
-        msgs = [m for m in row["messages"] if m["role"] != "assistant"] or row["messages"][:1]
-        return [{"role": m["role"], "content": m["content"]} for m in msgs]
-    return [{"role": "user", "content": row["prompt"]}]
+    conversation = record_conversation(row)
+    return [m for m in conversation if m["role"] != "assistant"] or conversation[:1]
 
 
 def resolve_inputs(cfg, layout: Layout | None = None) -> tuple[Path, Path]:

@@ -123,9 +123,10 @@ JudgeMethod = Literal["logprob", "contrast", "cot", "option"]
 
 
 class JudgeOptions(ConversationInput):
-    method: JudgeMethod = Field(
-        "logprob",
-        description="logprob: soft label from next-token log-probabilities; contrast: each answer's log-likelihood "
+    method: JudgeMethod | None = Field(
+        None,
+        description="Default: the judge role's method (UCAI_JUDGE__METHOD, chosen per judge model by measurement). "
+        "logprob: soft label from next-token log-probabilities; contrast: each answer's log-likelihood "
         "under the principle's follow persona minus under its violate persona (needs prompt log-probabilities); "
         "cot: reason first, clamp to 40-60 %; option: reply 'OPTION 1' or 'OPTION 2' (hard label).",
     )

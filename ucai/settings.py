@@ -27,6 +27,10 @@ class RoleSettings(BaseModel):
     timeout_s: float = Field(120.0, gt=0, description="Timeout of one HTTP request.")
     max_retries: int = Field(4, ge=0, description="Retries on 429/5xx/connection errors, with exponential backoff.")
     concurrency: int = Field(16, ge=1, description="Concurrent requests per worker process to this role.")
+    method: Literal["logprob", "contrast", "cot", "option"] = Field(
+        "contrast", description="Judge role: the judge method used when a request names none. Measured on the "
+        "bundled 135M model, contrast is far above chance and logprob is not (README: the judge); measure another "
+        "judge model with `ucai judge-check --method logprob,contrast` and set it.")
 
 
 class Settings(BaseSettings):

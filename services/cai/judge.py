@@ -163,7 +163,7 @@ async def compare_pair(
     """P(a preferred), the judgements, position consistency and a note (identical answers: no model call)."""
     if a.strip() == b.strip():
         return 0.5, [], PositionConsistency(), "identical responses: p = 0.5 without calling the judge"
-    method, ensemble, seed = options.method, options.ensemble, options.seed
+    method, ensemble, seed = judge_method(options, judge.role), options.ensemble, options.seed
     if method == "contrast":
         normalised = options.length_normalised
         tau = options.tau or calibrated_tau(judge.role.model, constitution.name, normalised)
@@ -178,6 +178,11 @@ async def compare_pair(
     ))
     p_a = sum(j.p_a for j in judgements) / len(judgements)  # mirrored orders averaged, then principles
     return p_a, list(judgements), consistency(list(judgements)), None
+
+
+def judge_method(options: JudgeOptions, role: RoleClient) -> str:
+    """The request's method, else the one configured for the judge role's model."""
+    return options.method or role.settings.method
 
 
 def judge_probe(request: JudgeOptions, constitution: Constitution, first: str, second: str) -> ContextProbe:
@@ -202,7 +207,7 @@ async def run_compare(job: CompareJob, roles: Roles) -> CompareResult:
     preferred = 0 if p_a >= p_b else 1
     return CompareResult(
         id=job.job_id, constitution=constitution.name, constitution_hash=constitution.content_hash,
-        method=request.method, preferred=preferred, probabilities=[p_a, p_b], margin=abs(p_a - p_b),
+        method=judge_method(request, roles.judge), preferred=preferred, probabilities=[p_a, p_b], margin=abs(p_a - p_b),
         judgements=judgements, position_consistency=position, note=note, usage=usage,
         timings={"total": round(time.perf_counter() - started, 3)},
     )

@@ -10,7 +10,7 @@ import random
 import time
 
 from services.cai.contrastive_judge import sample_principles
-from services.cai.judge import Judge, compare_pair
+from services.cai.judge import Judge, compare_pair, judge_method
 from ucai.prompts import answer_messages, clean_output, persona_messages
 from ucai.roles import Roles
 from ucai.schemas import PositionConsistency, PreferenceJob, PreferenceResult, Usage
@@ -51,6 +51,7 @@ async def run_preference(job: PreferenceJob, roles: Roles) -> PreferenceResult:
         id=job.job_id, constitution=constitution.name, constitution_hash=constitution.content_hash,
         chosen=answers[chosen], rejected=answers[rejected], p_chosen=p_chosen, margin=2 * p_chosen - 1,
         principles=principles, position_consistency=position, note=note, pairs=request.pairs, label=request.label,
-        method=request.method, produced_by={"chosen": produced[chosen], "rejected": produced[rejected]},
+        method=judge_method(request, roles.judge),
+        produced_by={"chosen": produced[chosen], "rejected": produced[rejected]},
         usage=usage, timings={"total": round(time.perf_counter() - started, 3)},
     )

@@ -6,7 +6,7 @@ import itertools
 import random
 import time
 
-from services.cai.judge import Judge, compare_pair, judge_probe
+from services.cai.judge import Judge, compare_pair, judge_method, judge_probe
 from ucai.constitutions import Constitution
 from ucai.prompts import ContextProbe
 from ucai.roles import Roles
@@ -72,6 +72,6 @@ async def run_rank(job: RankJob, roles: Roles) -> RankResult:
                for r, i in enumerate(order, start=1)]
     return RankResult(
         id=job.job_id, constitution=constitution.name, constitution_hash=constitution.content_hash,
-        method=request.method, ranking=ranking, pairs=pairs, usage=usage,
+        method=judge_method(request, roles.judge), ranking=ranking, pairs=pairs, usage=usage,
         timings={"total": round(time.perf_counter() - started, 3)},
     )
