@@ -21,6 +21,7 @@ from ucai.settings import Settings
 # A job the model refused answers 4xx: the request itself cannot be served (e.g. `method: contrast` on an engine
 # without prompt log-probabilities); anything else that failed a job is the service's (503).
 REQUEST_ERROR_STATUS = {"model_rejected_request": 400, "method_unsupported": 422}
+ENQUEUE_WAIT_S = 30.0  # longest a same-key submit waits for a concurrent one to finish queueing the job
 # OpenAPI answers of every queued endpoint besides its 200 result.
 QUEUED_RESPONSES = {202: {"model": JobView, "description": "Accepted (wait=false, or the wait timed out)."},
                     **{code: {"model": ErrorEnvelope} for code in (400, 413, 422, 503)}}
@@ -51,9 +52,23 @@ class JobService:
         """Queue a job once. Returns False when the id already existed (an idempotent repeat). `label` is the kind
         shown in GET /jobs (batch records: `batch-<stage>`)."""
         created = await self.store.create(job_id, label or kind.name, payload.model_dump_json())
-        if not created and await self.store.is_enqueued(job_id):
-            return False
-        # New, or a submit that died between recording and queueing: queue it now.
+        deadline = time.monotonic() + ENQUEUE_WAIT_S
+        while not await self.store.is_enqueued(job_id):
+            # New, or a submit that died between recording and queueing: whoever claims it queues it, once.
+            if await self.store.claim_enqueue(job_id):
+                try:
+                    if not await self.store.is_enqueued(job_id):
+                        await self._enqueue(kind, job_id, payload, created)
+                finally:
+                    await self.store.release_enqueue(job_id)
+                break
+            if time.monotonic() > deadline:
+                raise APIError(503, f"job {job_id} is being queued by another request; retry", code="busy",
+                               headers={"Retry-After": "1"})
+            await asyncio.sleep(0.02)  # a concurrent submit of the same key is queueing it right now
+        return created
+
+    async def _enqueue(self, kind: JobKind, job_id: str, payload: BaseModel, created: bool) -> None:
         try:
             kicker = AsyncKicker(task_name=kind.task_name, broker=self.broker, labels={}).with_task_id(job_id)
             await kicker.kiq(payload.model_dump(mode="json"))
@@ -62,7 +77,6 @@ class JobService:
                 await self.store.discard(job_id)
             raise
         await self.store.mark_enqueued(job_id)
-        return created
 
     async def view(self, job_id: str) -> JobView | None:
         raw = await self.store.get(job_id)

@@ -68,7 +68,11 @@ async def create_batch(
             raise APIError(422, f"duplicate record id {record.id!r}", param=f"input.records.{index}.id",
                            code="duplicate_id")
         seen.add(record.id)
-    constitution = resolve_constitution(constitutions, body.constitution, body.params.get("principles"))
+    constitution = resolve_constitution(constitutions, body.constitution, None)
+    principles = body.params.get("principles")
+    if principles is not None and not (isinstance(principles, list) and all(isinstance(p, str) for p in principles)):
+        raise APIError(422, "params.principles: expected a list of principle names", param="params.principles",
+                       code="list_type")
     kind = KINDS[body.stage]
     batch_id = job_id_for("batch", body.idempotency_key or idempotency_key)
     queued = []
@@ -83,6 +87,11 @@ async def create_batch(
             where = ".".join(str(p) for p in first["loc"])
             raise APIError(422, f"record {record.id!r}: {where}: {first['msg']}",
                            param=f"input.records.{index}.{where}", code=first["type"]) from exc
+        try:  # a record's own principles (or the params') must be the constitution's
+            resolve_constitution(constitutions, constitution.name, getattr(stage_request, "principles", None))
+        except APIError as exc:
+            where = f"input.records.{index}.principles" if "principles" in record.model_extra else "params.principles"
+            raise APIError(exc.status, f"record {record.id!r}: {exc.message}", param=where, code=exc.code) from exc
         job_id = job_id_for("batch-record", f"{batch_id}:{record.id}")
         queued.append((job_id, kind.job(job_id=job_id, request=stage_request, constitution=constitution,
                                         batch=BatchRef(batch_id=batch_id, record_id=record.id))))

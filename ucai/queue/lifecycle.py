@@ -109,6 +109,14 @@ class JobStore:
     async def is_enqueued(self, job_id: str) -> bool:
         return bool(await self.redis.hget(self.key(job_id), "enqueued"))
 
+    async def claim_enqueue(self, job_id: str, hold_ms: int = 30_000) -> bool:
+        """The right to put this job on the stream: one submit at a time (concurrent same-key submits would each
+        queue a copy). Released by `release_enqueue`, or after hold_ms if its holder died."""
+        return bool(await self.redis.set(f"{self.key(job_id)}:enqueuing", 1, nx=True, px=hold_ms))
+
+    async def release_enqueue(self, job_id: str) -> None:
+        await self.redis.delete(f"{self.key(job_id)}:enqueuing")
+
     async def mark_enqueued(self, job_id: str) -> None:
         await self.redis.hset(self.key(job_id), "enqueued", 1)
 
