@@ -12,6 +12,7 @@ import csv
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,17 @@ def _prompt_text(conversation: list[dict[str, str]]) -> str:
         else conversation[0]["content"]
 
 
+def _completed(records: dict[str, dict], results: list[dict]) -> Iterator[tuple[dict, dict, dict]]:
+    """(result line, input record, result) of every record that completed."""
+    for line in results:
+        if line["status"] == "completed":
+            yield line, records[line["id"]], line["result"]
+
+
 def sft_rows(records: dict[str, dict], results: list[dict], all_rounds: bool = False) -> list[dict]:
     """One row per prompt (the final revision), or one per round with `all_rounds` as in the paper."""
     rows = []
-    for line in results:
-        if line["status"] != "completed":
-            continue
-        record, trace = records[line["id"]], line["result"]
+    for line, record, trace in _completed(records, results):
         conversation = record_conversation(record)
         steps = trace["revisions"] if all_rounds else trace["revisions"][-1:]
         for step in steps:
@@ -67,10 +72,7 @@ def _with_initial(records: dict[str, dict], results: list[dict]):
 
 def preference_rows(records: dict[str, dict], results: list[dict]) -> list[dict]:
     rows = []
-    for line in results:
-        if line["status"] != "completed":
-            continue
-        record, judged = records[line["id"]], line["result"]
+    for line, record, judged in _completed(records, results):
         if judged["chosen"].strip() == judged["rejected"].strip():  # identical answers: nothing to learn from
             continue
         produced = judged.get("produced_by") or {}
@@ -90,10 +92,7 @@ def preference_rows(records: dict[str, dict], results: list[dict]) -> list[dict]
 def persona_sft_rows(records: dict[str, dict], results: list[dict]) -> list[dict]:
     """SFT without critique: the answer of the principle's follow persona (the chosen side of an RLCD pair)."""
     rows = []
-    for line in results:
-        if line["status"] != "completed":
-            continue
-        record, pair = records[line["id"]], line["result"]
+    for line, record, pair in _completed(records, results):
         conversation = record_conversation(record)
         rows.append({
             "id": line["id"], "source_id": line["id"], "source": record.get("source"),
