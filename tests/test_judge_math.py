@@ -119,3 +119,16 @@ def test_calibration_report_before_and_after():
     assert result.log_loss_after < result.log_loss_before and result.brier_after <= result.brier_before
     with pytest.raises(ValueError, match="contrast"):
         calibrate([PairOutcome(line=0, p_chosen=0.6, flip_rate=0.0, seconds=1.0)], tau_before=1.0)
+
+
+def test_saved_tau_is_what_the_service_reads(tmp_path):
+    from services.cai.contrastive_judge import DEFAULT_TAU, calibrated_tau, save_tau
+
+    path = tmp_path / "calibration" / "contrast_tau.json"
+    assert calibrated_tau("smollm2", "ethical", False, path) == DEFAULT_TAU
+    save_tau("smollm2", "ethical", False, 2.5, path)
+    save_tau("smollm2", "unethical", True, 0.7, path)
+    assert calibrated_tau("smollm2", "ethical", False, path) == 2.5
+    assert calibrated_tau("smollm2", "unethical", True, path) == 0.7
+    assert calibrated_tau("smollm2", "unethical", False, path) == DEFAULT_TAU  # per scoring variant
+    assert calibrated_tau("llama", "ethical", False, path) == DEFAULT_TAU  # per judge model
