@@ -16,7 +16,7 @@ import platform
 import time
 from pathlib import Path
 
-from ucai.evaluation.judge_check import calibrate, load_pairs, run_judge_check, summarise
+from ucai.evaluation.judge_check import calibrate, inverts, load_pairs, run_judge_check, summarise
 
 # A method name, or contrast-norm: the contrastive judge with per-token (length-normalised) scores.
 VARIANTS = {"contrast-norm": {"method": "contrast", "length_normalised": True}}
@@ -45,8 +45,9 @@ def main() -> None:
             outcomes = asyncio.run(run_judge_check(args.url, pairs, options, args.seed))
             row = {"method": name, "constitution": constitution, "ensemble": options["ensemble"],
                    **summarise(outcomes).model_dump(), "wall_s": round(time.perf_counter() - started, 1)}
-            if options["method"] == "contrast":
-                row["calibration"] = calibrate(outcomes, tau_before=1.0).model_dump()
+            if options["method"] == "contrast":  # under the inverse constitution the right answer is `rejected`
+                inverted = inverts(args.url, constitution, pairs[0][1].constitution)
+                row["calibration"] = calibrate(outcomes, tau_before=1.0, inverted=inverted).model_dump()
             rows.append(row)
             print(f"{name:<14} {constitution:<10} acc {row['accuracy']:.3f} margin {row['mean_margin']:+.3f} "
                   f"({row['wall_s']:.0f}s)", flush=True)

@@ -261,7 +261,7 @@ def judge_check(
 
     from services.cai.contrastive_judge import calibrated_tau, save_tau
     from ucai.evaluation.judge_check import calibrate as fit
-    from ucai.evaluation.judge_check import load_pairs, run_judge_check, summarise
+    from ucai.evaluation.judge_check import inverts, load_pairs, run_judge_check, summarise
     from ucai.settings import get_settings
 
     pairs = load_pairs(file)
@@ -287,8 +287,10 @@ def judge_check(
                       f"{report.brier:.3f}", f"{report.seconds_per_compare:.1f}")
         if calibrate and name == "contrast":
             model = judge_model or get_settings().judge.model
-            target = constitution or pairs[0][1].constitution or "ethical"
-            result = fit(outcomes, calibrated_tau(model, target, length_normalised))
+            labelled_for = pairs[0][1].constitution
+            target = constitution or labelled_for or "ethical"
+            result = fit(outcomes, calibrated_tau(model, target, length_normalised),
+                         inverted=inverts(url, target, labelled_for))
             results[name]["calibration"] = result.model_dump()
             console.print(f"contrast τ fitted on {result.pairs} pairs: {result.tau:g} — Brier "
                           f"{result.brier_before:.3f} → {result.brier_after:.3f}, log loss "

@@ -96,11 +96,14 @@ class Calibration(BaseModel):
     log_loss_after: float
 
 
-def calibrate(outcomes: list[PairOutcome], tau_before: float) -> Calibration:
-    """Fit the contrastive judge's τ on labelled pairs (log loss); Brier and log loss at the old and the new τ."""
+def calibrate(outcomes: list[PairOutcome], tau_before: float, inverted: bool = False) -> Calibration:
+    """Fit the contrastive judge's τ on labelled pairs (log loss); Brier and log loss at the old and the new τ.
+    `inverted`: the judge's constitution is the inverse of the one the pairs are labelled for, so its right answer
+    is `rejected`."""
     from services.cai.contrastive_judge import fit_tau, log_loss, p_chosen
 
-    pairs = [o.differences for o in outcomes if o.differences]
+    sign = -1.0 if inverted else 1.0
+    pairs = [[sign * d for d in o.differences] for o in outcomes if o.differences]
     if not pairs:
         raise ValueError("calibration needs method 'contrast' results (per-principle scores)")
     tau = fit_tau(pairs)
@@ -111,3 +114,11 @@ def calibrate(outcomes: list[PairOutcome], tau_before: float) -> Calibration:
     return Calibration(tau=round(tau, 4), pairs=len(pairs), brier_before=round(brier(tau_before), 4),
                        brier_after=round(brier(tau), 4), log_loss_before=round(log_loss(pairs, tau_before), 4),
                        log_loss_after=round(log_loss(pairs, tau), 4))
+
+
+def inverts(url: str, constitution: str, labelled_for: str | None) -> bool:
+    """Whether `constitution` (on the gateway) is the inverse of the one the pairs are labelled for."""
+    if not labelled_for or constitution == labelled_for:
+        return False
+    response = httpx.get(f"{url.rstrip('/')}/constitutions/{constitution}", timeout=30)
+    return response.status_code == 200 and response.json().get("inverse_of") == labelled_for
