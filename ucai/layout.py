@@ -136,7 +136,3 @@ class Layout:
 
     def redis_dir(self) -> Path:
         return self.cache_dir / "redis"
-
-    def logs_dir(self) -> Path:
-        """Logs of the local stack's processes."""
-        return Path(".ucai") / "logs"
