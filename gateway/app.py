@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from gateway.body_limit import BodySizeLimit
 from gateway.errors import install_error_handlers
 from gateway.jobs import JobService
-from gateway.routers import batches, compare, constitutions, critique, health, jobs
+from gateway.routers import batches, compare, constitutions, critique, health, jobs, openai_chat
 from ucai.constitutions import load_constitutions
 from ucai.layout import Layout
 from ucai.queue import BatchStore, JobStore, make_broker
@@ -51,6 +51,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
-    for module in (critique, compare, batches, jobs, constitutions, health):
+    for module in (critique, compare, batches, jobs, constitutions, health, openai_chat):
         app.include_router(module.router)
     return app

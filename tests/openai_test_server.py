@@ -2,7 +2,8 @@
 
 It answers what the gateway and the worker read from a real `vllm serve`:
 
-- `GET  /v1/models`            `{"data": [{"id", "max_model_len", ...}]}` (the context length, as vLLM reports it)
+- `GET  /v1/models`            `{"data": [{"id", "max_model_len", ...}]}` (the context length, as vLLM reports it;
+  `adapters` adds LoRA names next to the base model, each answering differently)
 - `POST /v1/chat/completions`  text derived from a hash of (messages, seed), `max_tokens` honoured (a word is a
   token), `usage`; with `logprobs`/`top_logprobs`: `choices[0].logprobs.content[i].top_logprobs` as
   `[{token, logprob}]` over label tokens ("A", " A", "(A", "B", ... "F") and a few others, deterministic values;
@@ -21,7 +22,8 @@ Tests read `calls` / `count()` / `requests()` to see how many model calls happen
 optionally only those whose body contains a marker), and flip switches: `fail(503)` (every endpoint, or some,
 answers an error with Retry-After), `reject_containing` (400 for chat requests holding a marker: a permanent
 refusal), `labels_in_top = False` (no label in the top-k: the judge's constrained fallback),
-`prompt_logprobs_enabled = False` (an engine without prompt log-probabilities), `delay_s`,
+`prompt_logprobs_enabled = False` (an engine without prompt log-probabilities), `stream_delay_s` (between
+streamed chunks; `streams` counts started / finished / aborted streams), `delay_s`,
 `hold(endpoint, n)` (answer the first n requests together: lines concurrent clients up), `stop()` / `start()` (the
 server is down: connection refused, same port when it is back).
 
@@ -46,7 +48,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from services.runtime.local_stack import free_port
 
@@ -183,6 +185,9 @@ class OpenAITestServer:
         self.delay_s = 0.0
         self.tokenize_enabled = True
         self.prompt_logprobs_enabled = True  # False: an engine that returns no prompt log-probabilities
+        self.stream_delay_s = 0.01
+        self.adapters: list[str] = []  # LoRA adapters served by name next to the base model, as vLLM lists them
+        self.streams = Counter()
         self._gate: dict[str, Any] | None = None
 
     def fail(self, status: int = 503, endpoints: set[str] | tuple[str, ...] | None = None,
@@ -343,11 +348,12 @@ class OpenAITestServer:
 
     def _models(self) -> dict:
         return {"object": "list", "data": [{
-            "id": self.model, "object": "model", "created": 0, "owned_by": "ucai-tests", "root": self.model,
-            "parent": None, "max_model_len": self.max_model_len}]}
+            "id": name, "object": "model", "created": 0, "owned_by": "ucai-tests", "root": self.model,
+            "parent": None if name == self.model else self.model, "max_model_len": self.max_model_len}
+            for name in (self.model, *self.adapters)]}
 
     def _check_model(self, body: dict) -> None:
-        if body.get("model") != self.model:
+        if body.get("model") not in (self.model, *self.adapters):
             raise _Refusal(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError", "model")
 
     def _check_length(self, prompt_tokens: int, max_tokens: int) -> None:
@@ -396,7 +402,10 @@ class OpenAITestServer:
         self._check_length(prompt_tokens, max_tokens)
 
         key = _digest(messages, seed)
-        text, n, finish = reply_text(messages, seed, max_tokens)
+        # An adapter answers differently from the base model (and from the other adapters), deterministically.
+        model = body["model"]
+        as_model = messages if model == self.model else [*messages, {"role": "system", "content": model}]
+        text, n, finish = reply_text(as_model, seed, max_tokens)
         content = None
         if logprobs or choices:
             candidates = choices or (LABEL_TOKENS + OTHER_TOKENS if self.labels_in_top else OTHER_TOKENS)
@@ -404,14 +413,40 @@ class OpenAITestServer:
             if choices or max_tokens == 1:  # one greedy token: the most likely one
                 text, n, finish = ranked[0]["token"], 1, ("stop" if choices else "length")
             content = self._logprob_content(text, ranked, top or 0)
+        if body.get("stream"):
+            return self._stream(f"chatcmpl-{key:016x}", body["model"], text, finish)
         return {
             "id": f"chatcmpl-{key:016x}", "object": "chat.completion", "created": int(time.time()),
-            "model": self.model,
+            "model": body["model"],
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "tool_calls": []},
                          "logprobs": {"content": content} if logprobs else None, "finish_reason": finish,
                          "stop_reason": None}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n},
         }
+
+    def _stream(self, completion_id: str, model: str, text: str, finish: str) -> StreamingResponse:
+        """Server-sent events, one chunk per token with `stream_delay_s` between them, then [DONE]. `streams`
+        counts streams started, finished and aborted (the client, or a proxy, went away mid-stream)."""
+        def event(delta: dict, finish_reason: str | None) -> bytes:
+            chunk = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()),
+                     "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+            return f"data: {json.dumps(chunk)}\n\n".encode()
+
+        async def events():
+            self.streams["started"] += 1
+            try:
+                yield event({"role": "assistant", "content": ""}, None)
+                for token in tokens_of(text):
+                    await asyncio.sleep(self.stream_delay_s)
+                    yield event({"content": token}, None)
+                yield event({}, finish)
+                yield b"data: [DONE]\n\n"
+                self.streams["finished"] += 1
+            except (asyncio.CancelledError, GeneratorExit):
+                self.streams["aborted"] += 1
+                raise
+
+        return StreamingResponse(events(), media_type="text/event-stream")
 
     @staticmethod
     def _logprob_content(text: str, ranked: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:

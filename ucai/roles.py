@@ -79,7 +79,7 @@ class RoleClient:
         temperature: float | None = None, seed: int | None = None, **extra: Any,
     ) -> Completion:
         body = {**self._sampling(max_tokens, temperature, seed), "messages": messages, **extra}
-        data = await self._post("/chat/completions", body)
+        data = await self.post_json("/chat/completions", body)
         choice = data["choices"][0]
         usage = data.get("usage") or {}
         return Completion(
@@ -104,7 +104,7 @@ class RoleClient:
     async def prompt_logprobs(self, token_ids: list[int]) -> list[float | None]:
         """log P(token_i | tokens before it) for every prompt token (None for the first): vLLM's /v1/completions
         with `prompt_logprobs`, which returns the prompt token's own log-probability first."""
-        data = await self._post("/completions", {"model": self.settings.model, "prompt": token_ids, "max_tokens": 1,
+        data = await self.post_json("/completions", {"model": self.settings.model, "prompt": token_ids, "max_tokens": 1,
                                                  "temperature": 0.0, "prompt_logprobs": 0})
         entries = data["choices"][0].get("prompt_logprobs")
         if not entries or len(entries) != len(token_ids):
@@ -122,6 +122,33 @@ class RoleClient:
             raise RoleUnavailable(
                 self.name, f"{self.base_url}/models answered {response.status_code}", response.status_code
             )
+
+    async def models(self) -> list[str]:
+        """The model names the endpoint serves (its base model and, on vLLM with LoRA, every adapter)."""
+        try:
+            response = await self.http.get(f"{self.base_url}/models", headers=self._headers(), timeout=10.0)
+        except httpx.HTTPError as exc:
+            raise RoleUnavailable(self.name, f"{self.base_url} unreachable: {exc!r}") from exc
+        if response.status_code != 200:
+            raise RoleUnavailable(self.name, f"{self.base_url}/models answered {response.status_code}",
+                                  response.status_code)
+        return [m["id"] for m in response.json().get("data", [])]
+
+    async def open_stream(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        """POST and return the response unread (a server-sent event stream); the caller closes it. A refusal is a
+        RoleRequestError, an endpoint that is down RoleUnavailable — raised before any byte is passed on."""
+        request = self.http.build_request("POST", f"{self.base_url}{path}", json=body, headers=self._headers(),
+                                          timeout=httpx.Timeout(self.settings.timeout_s, connect=10.0))
+        try:
+            response = await self.http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise RoleUnavailable(self.name, f"{self.base_url} unreachable: {exc!r}") from exc
+        if response.status_code != 200:
+            await response.aread()
+            await response.aclose()
+            error = RoleUnavailable if response.status_code in RETRY_STATUS else RoleRequestError
+            raise error(self.name, _error_message(response), response.status_code)
+        return response
 
     async def context_length(self) -> int | None:
         """vLLM reports `max_model_len` in its model list; other servers may not (None)."""
@@ -151,7 +178,7 @@ class RoleClient:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.api_key}"}
 
-    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._post_url(f"{self.base_url}{path}", body)
 
     async def _post_url(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -212,6 +239,10 @@ class Roles:
     @property
     def judge(self) -> RoleClient:
         return self.clients["judge"]
+
+    @property
+    def chat(self) -> RoleClient:
+        return self.clients["chat"]
 
     async def aclose(self) -> None:
         await self.http.aclose()

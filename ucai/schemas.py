@@ -361,3 +361,25 @@ class JobView(BaseModel):
     error: ErrorDetail | None = None
     result: dict[str, Any] | None = Field(None, description="The job's result once completed (e.g. a CritiqueResult).")
     links: JobLinks
+
+
+class ChatCompletionRequest(BaseModel):
+    """Body of POST /v1/chat/completions (OpenAI's): the model by name, the conversation, and any sampling field
+    the chat engine takes (passed through: max_tokens, temperature, top_p, seed, stop, logprobs, …)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, description="`base`, or a trained adapter: `<constitution>-<stage>`.")
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    owned_by: str = "ucai"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

@@ -12,7 +12,9 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ROLE_NAMES = ("generator", "critic", "judge")
+# The model roles: generator, critic and judge run jobs; chat serves the OpenAI-compatible /v1 routes (the base model
+# and the trained adapters, by name).
+ROLE_NAMES = ("generator", "critic", "judge", "chat")
 
 
 class RoleSettings(BaseModel):
@@ -70,6 +72,7 @@ class Settings(BaseSettings):
     generator: RoleSettings = RoleSettings()
     critic: RoleSettings = RoleSettings(temperature=0.7)
     judge: RoleSettings = RoleSettings(temperature=0.0, max_tokens=8)
+    chat: RoleSettings = RoleSettings(timeout_s=600.0)
 
     max_body_bytes: int = Field(1_000_000, description="Request bodies larger than this are refused (413).")
     max_wait_s: float = Field(600.0, description="Longest a `wait=true` request may block.")

@@ -15,7 +15,7 @@ from tests.openai_test_server import OpenAITestServer
 
 # Fail fast when a role is down: one retry per request, the waiting job retries its role every second.
 FAST_ROLES = {"UCAI_ROLE_RETRY_S": "1", "UCAI_HEARTBEAT_S": "1",
-              **{f"UCAI_{role}__MAX_RETRIES": "1" for role in ("GENERATOR", "CRITIC", "JUDGE")}}
+              **{f"UCAI_{role}__MAX_RETRIES": "1" for role in ("GENERATOR", "CRITIC", "JUDGE", "CHAT")}}
 CONTEXT_LENGTH = 4096
 
 

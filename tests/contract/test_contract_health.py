@@ -12,10 +12,11 @@ import pytest
 from tests.conftest import free_port, make_stack, stop, wait_job
 from tests.contract.helpers import assert_envelope, marker
 from ucai.local_redis import start_redis
+from ucai.settings import ROLE_NAMES
 
 pytestmark = pytest.mark.contract
 
-ROLES = ("generator", "critic", "judge")
+ROLES = ROLE_NAMES  # generator, critic, judge and chat
 
 
 def test_health_answers_even_with_the_model_down(api, model_server):
