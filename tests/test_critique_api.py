@@ -98,7 +98,7 @@ def test_idempotency_key_gives_one_job(client):
 def test_ready_checks_redis_and_every_role(client):
     response = client.get("/ready")
     assert response.status_code == 200
-    assert response.json()["checks"] == {"redis": "ok", "generator": "ok", "critic": "ok", "judge": "ok"}
+    assert response.json()["checks"] == {"redis": "ok", "generator": "ok", "critic": "ok", "judge": "ok", "chat": "ok"}
     assert client.get("/health").json() == {"status": "ok"}
 
 
