@@ -62,3 +62,11 @@ def choose_engine_dtype(setting: str = "auto", flags: set[str] | None = None, cp
     if native:
         return EngineDtype("bfloat16", f"the CPU has native bf16 ({', '.join(native)})")
     return EngineDtype("float32", "the CPU has no native bf16 (no avx512_bf16 / amx_bf16): bf16 would be emulated")
+
+
+def engine_dtype() -> EngineDtype:
+    """The configured choice (UCAI_VLLM_DTYPE, else from this CPU): what the local stack, the test fixtures, the
+    benchmarks and the launcher all start vLLM with."""
+    from ucai.settings import get_settings
+
+    return choose_engine_dtype(get_settings().vllm_dtype)

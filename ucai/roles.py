@@ -114,25 +114,21 @@ class RoleClient:
 
     async def ping(self) -> None:
         """Raise RoleUnavailable unless the endpoint answers its model list."""
-        try:
-            response = await self.http.get(f"{self.base_url}/models", headers=self._headers(), timeout=5.0)
-        except httpx.HTTPError as exc:
-            raise RoleUnavailable(self.name, f"{self.base_url} unreachable: {exc!r}") from exc
-        if response.status_code != 200:
-            raise RoleUnavailable(
-                self.name, f"{self.base_url}/models answered {response.status_code}", response.status_code
-            )
+        await self.models(timeout_s=5.0)
 
-    async def models(self) -> list[str]:
+    async def models(self, timeout_s: float = 10.0) -> list[str]:
         """The model names the endpoint serves (its base model and, on vLLM with LoRA, every adapter)."""
         try:
-            response = await self.http.get(f"{self.base_url}/models", headers=self._headers(), timeout=10.0)
+            response = await self.http.get(f"{self.base_url}/models", headers=self._headers(), timeout=timeout_s)
         except httpx.HTTPError as exc:
             raise RoleUnavailable(self.name, f"{self.base_url} unreachable: {exc!r}") from exc
         if response.status_code != 200:
             raise RoleUnavailable(self.name, f"{self.base_url}/models answered {response.status_code}",
                                   response.status_code)
-        return [m["id"] for m in response.json().get("data", [])]
+        try:
+            return [m["id"] for m in response.json().get("data", [])]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise RoleUnavailable(self.name, f"{self.base_url}/models answered no model list") from exc
 
     async def open_stream(self, path: str, body: dict[str, Any]) -> httpx.Response:
         """POST and return the response unread (a server-sent event stream); the caller closes it. A refusal is a

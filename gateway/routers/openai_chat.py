@@ -26,16 +26,6 @@ def _public(name: str, chat: RoleClient) -> str:
     return BASE if name == chat.model else name
 
 
-async def _upstream_name(name: str, chat: RoleClient) -> str:
-    served = await _served(chat)
-    upstream = chat.model if name == BASE else name
-    if upstream not in served:
-        known = ", ".join(sorted(_public(m, chat) for m in served))
-        raise APIError(404, f"the model {name!r} does not exist; served: {known}", param="model",
-                       code="model_not_found")
-    return upstream
-
-
 async def _served(chat: RoleClient) -> list[str]:
     try:
         return await chat.models()
@@ -53,17 +43,22 @@ async def list_models(roles: RolesDep) -> ModelList:
 async def chat_completions(body: ChatCompletionRequest, roles: RolesDep):
     chat = roles.chat
     public = body.model
-    payload = {**body.model_dump(exclude_none=True), "model": await _upstream_name(public, chat)}
+    upstream_name = chat.model if public == BASE else public
+    payload = {**body.model_dump(exclude_none=True), "model": upstream_name}
     try:
         if not body.stream:
             data = await chat.post_json("/chat/completions", payload)
             return {**data, "model": public}
         upstream = await chat.open_stream("/chat/completions", payload)
     except RoleRequestError as exc:
+        if exc.status == 404:  # the engine serves no such model: say which it does (looked up only now)
+            known = ", ".join(sorted(_public(m, chat) for m in await _served(chat)))
+            raise APIError(404, f"the model {public!r} does not exist; served: {known}", param="model",
+                           code="model_not_found") from exc
         raise APIError(exc.status or 400, str(exc), code="model_rejected_request") from exc
     except RoleUnavailable as exc:
         raise APIError(503, str(exc), code="model_unavailable", headers={"Retry-After": "5"}) from exc
-    return StreamingResponse(_events(upstream, payload["model"], public), media_type="text/event-stream")
+    return StreamingResponse(_events(upstream, upstream_name, public), media_type="text/event-stream")
 
 
 async def _events(upstream, upstream_name: str, public: str) -> AsyncIterator[bytes]:

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import httpx
 
 from ucai.artifacts import lora_serve_args
-from ucai.engine_dtype import EngineDtype, choose_engine_dtype
+from ucai.engine_dtype import EngineDtype, engine_dtype
 from ucai.layout import Layout
 from ucai.local_redis import start_redis
 from ucai.model_prepare import resolve_model_path
@@ -33,11 +33,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def engine_dtype() -> EngineDtype:
-    """The local engine's dtype (UCAI_VLLM_DTYPE, else from the CPU's flags): one choice for stack, tests, bench."""
-    return choose_engine_dtype(get_settings().vllm_dtype)
 
 
 def vllm_env(dtype: EngineDtype, threads: str = "0-1") -> dict[str, str]:

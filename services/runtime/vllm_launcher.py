@@ -68,10 +68,9 @@ def with_cpu_dtype(argv: list[str]) -> list[str]:
     """`serve` arguments with `--dtype` added where the caller gave none (CPU build only)."""
     if not argv or argv[0] != "serve" or any(a == "--dtype" or a.startswith("--dtype=") for a in argv):
         return argv
-    from ucai.engine_dtype import choose_engine_dtype
-    from ucai.settings import get_settings
+    from ucai.engine_dtype import engine_dtype
 
-    dtype = choose_engine_dtype(get_settings().vllm_dtype)
+    dtype = engine_dtype()
     print(f"ucai: --dtype {dtype.dtype} ({dtype.reason})", file=sys.stderr)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(dtype.kvcache_gib))
     return [*argv, "--dtype", dtype.dtype]
