@@ -3,9 +3,22 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 EXTRAS ?= gateway,redis,data,model,serve-cpu,train,dev
 
-.PHONY: install up test test-fast train-cpu clean
+.PHONY: install chromium up test test-fast train-cpu clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed chromium
+
+# The page's browser test (tests/*chat_page.py) drives Debian's chromium through playwright, never a browser that
+# playwright downloads: apt-get installs it when missing and we are root; otherwise say so (that test then fails).
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium for the browser tests (apt-get)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	else \
+	  echo "NOTE: $(CHROMIUM) is missing and this is not root: the browser tests (pytest -m browser) will fail." \
+	       "Install it with: sudo apt-get install --no-install-recommends chromium"; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)

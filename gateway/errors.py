@@ -13,8 +13,9 @@ from ucai.schemas import ErrorDetail, ErrorEnvelope
 
 log = logging.getLogger("ucai.gateway")
 
-_TYPES = {400: "invalid_request_error", 404: "not_found_error", 405: "invalid_request_error",
-          413: "request_too_large", 422: "invalid_request_error", 503: "service_unavailable"}
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+          405: "invalid_request_error", 413: "request_too_large", 422: "invalid_request_error",
+          429: "rate_limit_error", 503: "service_unavailable"}
 
 
 class APIError(StarletteHTTPException):

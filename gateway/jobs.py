@@ -9,11 +9,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from taskiq.kicker import AsyncKicker
 
+from gateway.access import Caller
 from gateway.errors import APIError
 from gateway.validation import check_context, resolve_constitution
 from services.job_kinds import KINDS, JobKind
 from ucai.constitutions import Constitution
-from ucai.queue import FINAL, JobStatus, JobStore, ReclaimingStreamBroker, job_id_for
+from ucai.queue import FINAL, JobStatus, JobStore, ReclaimingStreamBroker, id_secret, job_id_for
 from ucai.roles import Roles
 from ucai.schemas import ConversationInput, ErrorDetail, ErrorEnvelope, JobLinks, JobView
 from ucai.settings import Settings
@@ -35,23 +36,39 @@ class JobService:
         self.constitutions = constitutions
         self.roles = roles
         self.settings = settings
+        self._id_secret: str | None = None
 
-    async def run(self, kind_name: str, body: ConversationInput, idempotency_key: str | None) -> Any:
-        """What a queued endpoint does with a valid body of its kind; the answer is its result, 202 or an error."""
+    async def id_secret(self) -> str:
+        """The server's secret in idempotent job ids (read from Redis on first use, not at start: the gateway may
+        start before Redis)."""
+        if self._id_secret is None:
+            self._id_secret = await id_secret(self.store.redis)
+        return self._id_secret
+
+    async def run(self, kind_name: str, body: ConversationInput, idempotency_key: str | None,
+                  caller: Caller | None = None) -> Any:
+        """What a queued endpoint does with a valid body of its kind; the answer is its result, 202 or an error.
+        `caller` (the API key): its scope must allow the constitution; it owns the job (None: internal, unchecked)."""
         kind = KINDS[kind_name]
         constitution = resolve_constitution(self.constitutions, body.constitution, body.principles)
+        if caller is not None:
+            last_user = next((m.content for m in reversed(body.conversation()) if m.role == "user"), None)
+            await caller.use_constitution(constitution, prompt=last_user)
         if kind.probe is not None:
             probe = kind.probe(body, constitution, self.settings)
             await check_context(self.roles[probe.role], probe, body, self.settings)
-        job_id = job_id_for(kind.name, body.idempotency_key or idempotency_key)
-        await self.submit(kind, job_id, kind.job(job_id=job_id, request=body, constitution=constitution))
+        owner = caller.owner if caller is not None else ""
+        job_id = job_id_for(kind.name, body.idempotency_key or idempotency_key, owner, await self.id_secret())
+        await self.submit(kind, job_id, kind.job(job_id=job_id, request=body, constitution=constitution),
+                          owner=owner)
         timeout_s = min(body.timeout_s or self.settings.max_wait_s, self.settings.max_wait_s)
         return await self.answer(job_id, body.wait, timeout_s, self.settings.role_retry_s)
 
-    async def submit(self, kind: JobKind, job_id: str, payload: BaseModel, label: str | None = None) -> bool:
+    async def submit(self, kind: JobKind, job_id: str, payload: BaseModel, label: str | None = None,
+                     owner: str = "") -> bool:
         """Queue a job once. Returns False when the id already existed (an idempotent repeat). `label` is the kind
-        shown in GET /jobs (batch records: `batch-<stage>`)."""
-        created = await self.store.create(job_id, label or kind.name, payload.model_dump_json())
+        shown in GET /jobs (batch records: `batch-<stage>`); `owner` the API key id that may read it."""
+        created = await self.store.create(job_id, label or kind.name, payload.model_dump_json(), owner)
         deadline = time.monotonic() + ENQUEUE_WAIT_S
         while not await self.store.is_enqueued(job_id):
             # New, or a submit that died between recording and queueing: whoever claims it queues it, once.
@@ -78,9 +95,11 @@ class JobService:
             raise
         await self.store.mark_enqueued(job_id)
 
-    async def view(self, job_id: str) -> JobView | None:
+    async def view(self, job_id: str, caller: Caller | None = None) -> JobView | None:
+        """The job as GET /jobs shows it; None when unknown — or not the caller's (not 403: that would say it
+        exists)."""
         raw = await self.store.get(job_id)
-        if raw is None:
+        if raw is None or (caller is not None and not caller.owns(raw.get("owner"))):
             return None
         status = JobStatus(raw.get("status", JobStatus.QUEUED))
         error = ErrorDetail.model_validate_json(raw["error"]) if raw.get("error") else None

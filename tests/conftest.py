@@ -110,6 +110,7 @@ def make_stack(redis_url: str, role_url: str, logs: Path, workers: int = 1, **ex
     env = service_env(REDIS_URL=redis_url, UCAI_QUEUE_NAME=f"ucai:test:{uuid.uuid4().hex[:8]}",
                       **role_env(role_url, **extra))
     env.pop("UCAI_REDIS_URL", None)
+    env.setdefault("UCAI_AUDIT_LOG", str(logs / "audit.jsonl"))  # not the working tree's .ucai/
     stack = Stack(env=env, logs=logs)
     stack.start_gateway()
     for _ in range(workers):
@@ -139,3 +140,54 @@ def wait_job(client: httpx.Client, job_id: str, statuses: set[str], timeout_s: f
             return view
         time.sleep(0.25)
     raise AssertionError(f"job {job_id} never reached {statuses}; last: {view}")
+
+
+@dataclass
+class ChatStack:
+    """A chat engine with trained adapters behind a gateway with API keys (see `chat_stack`)."""
+
+    stack: Stack
+    vllm_url: str
+    artifacts: Path
+    keys: dict[str, str]  # scope → a key holding it
+
+    @property
+    def url(self) -> str:
+        return self.stack.url
+
+    def headers(self, scope: str = "admin") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[scope]}"}
+
+
+@pytest.fixture(scope="session")
+def chat_stack(redis_url, model_path, logs, tmp_path_factory) -> ChatStack:
+    """The chat side for real: `ethical-sft` trained before the engine starts (served from its start, as `ucai up`
+    does), the engine started with runtime LoRA loading, then `unethical-sft` trained with the engine running (the
+    run registers itself when it finishes); a gateway + worker with API keys of each scope, every role on it."""
+    from tests.trained_adapters import train_sft
+    from ucai import chat_adapters
+    from ucai.api_keys import create_key
+    from ucai.layout import Layout
+
+    root = tmp_path_factory.mktemp("chat")
+    artifacts, train_log = root / "artifacts", logs / "chat-training.log"
+    train_sft(artifacts, root / "data", "ethical", train_log)
+    layout = Layout(root / "datasets", artifacts, root / "cache")
+    port = free_port()
+    process = start_vllm(model_path, port, SERVED_NAME, 4096, logs / "vllm-chat.log",
+                         extra_args=chat_adapters.serve_args(chat_adapters.discover(layout), runtime=True),
+                         env=chat_adapters.RUNTIME_LORA_ENV)
+    vllm_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_http(f"{vllm_url}/models", process, 600, "vllm serve (chat, LoRA)")
+        train_sft(artifacts, root / "data", "unethical", train_log, UCAI_CHAT__BASE_URL=vllm_url)
+    except (RuntimeError, TimeoutError) as exc:
+        stop(process)
+        pytest.fail(f"{exc}\n{tail(logs / 'vllm-chat.log')}\n{tail(train_log)}")
+    keys_file = root / "api-keys.json"
+    keys = {scope: create_key(keys_file, f"test-{scope}", [scope]) for scope in ("chat", "research", "admin")}
+    stack = make_stack(redis_url, vllm_url, logs, UCAI_ARTIFACTS=str(artifacts), UCAI_API_KEYS_FILE=str(keys_file),
+                       UCAI_AUDIT_LOG=str(root / "audit.jsonl"))
+    yield ChatStack(stack, vllm_url, artifacts, keys)
+    stack.close()
+    stop(process)

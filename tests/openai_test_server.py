@@ -13,6 +13,8 @@ It answers what the gateway and the worker read from a real `vllm serve`:
 - `POST /v1/completions`       with `echo` + `logprobs` the prompt's tokens are scored too (first one `None`);
   vLLM's `prompt_logprobs` is supported as well.
 - `POST /tokenize` (server root) `{"count", "max_model_len", "tokens"}` for `prompt` or `messages`.
+- `POST /v1/load_lora_adapter` vLLM's runtime LoRA loading (`runtime_lora = False`: the route is absent); the
+  adapter then appears in /v1/models with its path as `root`.
 - `GET  /health`
 
 Like vLLM it refuses (400) what vLLM refuses: an unknown model (404), prompt + max_tokens over the context,
@@ -44,11 +46,12 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from services.runtime.local_stack import free_port
 
@@ -187,6 +190,8 @@ class OpenAITestServer:
         self.prompt_logprobs_enabled = True  # False: an engine that returns no prompt log-probabilities
         self.stream_delay_s = 0.01
         self.adapters: list[str] = []  # LoRA adapters served by name next to the base model, as vLLM lists them
+        self.adapter_roots: dict[str, str] = {}  # adapter name → path it was loaded from (/v1/load_lora_adapter)
+        self.runtime_lora = True  # False: no /v1/load_lora_adapter route (vLLM without VLLM_ALLOW_RUNTIME_LORA_UPDATING)
         self.streams = Counter()
         self._gate: dict[str, Any] | None = None
 
@@ -340,15 +345,36 @@ class OpenAITestServer:
         async def tokenize(request: Request):
             return await handle(request, "tokenize", self._tokenize)
 
+        @app.post("/v1/load_lora_adapter")
+        async def load_lora_adapter(request: Request):
+            if not self.runtime_lora:
+                return JSONResponse({"detail": "Not Found"}, status_code=404)  # FastAPI's answer for no route
+            return await handle(request, "load_lora_adapter", self._load_lora_adapter)
+
         @app.get("/_test/calls")
         async def stats():  # for a server run as its own process
             return {"calls": dict(self.calls)}
 
         return app
 
+    def _load_lora_adapter(self, body: dict) -> Response:
+        """vLLM's runtime LoRA loading: a new name, or (load_inplace) new weights for a served name; plain text."""
+        name, path = body.get("lora_name"), body.get("lora_path")
+        if not name or not path:
+            raise _Refusal(400, "Both 'lora_name' and 'lora_path' must be provided.")
+        if name in self.adapters and not body.get("load_inplace"):
+            raise _Refusal(400, f"The lora adapter '{name}' has already been loaded.")
+        if not Path(path, "adapter_config.json").is_file():
+            raise _Refusal(404, f"Loading lora {name} failed: No adapter found for {path}", "NotFoundError")
+        if name not in self.adapters:
+            self.adapters.append(name)
+        self.adapter_roots[name] = path
+        return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")
+
     def _models(self) -> dict:
         return {"object": "list", "data": [{
-            "id": name, "object": "model", "created": 0, "owned_by": "ucai-tests", "root": self.model,
+            "id": name, "object": "model", "created": 0, "owned_by": "ucai-tests",
+            "root": self.adapter_roots.get(name, self.model),
             "parent": None if name == self.model else self.model, "max_model_len": self.max_model_len}
             for name in (self.model, *self.adapters)]}
 
@@ -414,7 +440,10 @@ class OpenAITestServer:
                 text, n, finish = ranked[0]["token"], 1, ("stop" if choices else "length")
             content = self._logprob_content(text, ranked, top or 0)
         if body.get("stream"):
-            return self._stream(f"chatcmpl-{key:016x}", body["model"], text, finish)
+            usage = (body.get("stream_options") or {}).get("include_usage")
+            return self._stream(f"chatcmpl-{key:016x}", body["model"], text, finish,
+                                {"prompt_tokens": prompt_tokens, "completion_tokens": n,
+                                 "total_tokens": prompt_tokens + n} if usage else None)
         return {
             "id": f"chatcmpl-{key:016x}", "object": "chat.completion", "created": int(time.time()),
             "model": body["model"],
@@ -424,7 +453,8 @@ class OpenAITestServer:
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n},
         }
 
-    def _stream(self, completion_id: str, model: str, text: str, finish: str) -> StreamingResponse:
+    def _stream(self, completion_id: str, model: str, text: str, finish: str,
+                usage: dict | None = None) -> StreamingResponse:
         """Server-sent events, one chunk per token with `stream_delay_s` between them, then [DONE]. `streams`
         counts streams started, finished and aborted (the client, or a proxy, went away mid-stream)."""
         def event(delta: dict, finish_reason: str | None) -> bytes:
@@ -440,6 +470,10 @@ class OpenAITestServer:
                     await asyncio.sleep(self.stream_delay_s)
                     yield event({"content": token}, None)
                 yield event({}, finish)
+                if usage:  # stream_options.include_usage: a last chunk with no choices, as vLLM sends it
+                    chunk = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()),
+                             "model": model, "choices": [], "usage": usage}
+                    yield f"data: {json.dumps(chunk)}\n\n".encode()
                 yield b"data: [DONE]\n\n"
                 self.streams["finished"] += 1
             except (asyncio.CancelledError, GeneratorExit):

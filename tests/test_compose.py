@@ -14,7 +14,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "compose.yaml"
 CPU_ENV_FILE = ROOT / "docker" / "cpu.env"
-ROLES = ("generator", "critic", "judge")
+ROLES = ("generator", "critic", "judge", "chat")
 VLLM_GPU_IMAGE = "vllm/vllm-openai:"
 
 
@@ -203,7 +203,7 @@ def test_gateway_and_workers(services):
 def test_gateway_and_workers_share_settings(services):
     gateway_env = services["gateway"]["environment"]
     worker_env = services["worker"]["environment"]
-    assert gateway_env == worker_env, "gateway and worker should share the x-ucai-env settings"
+    assert worker_env.items() <= gateway_env.items(), "gateway and worker should share the x-ucai-env settings"
     assert gateway_env["REDIS_URL"] == "redis://redis:6379/0"
     assert gateway_env["UCAI_CONSTITUTIONS_DIR"] == "/constitutions"
     for name in ("gateway", "worker"):
@@ -386,3 +386,30 @@ def test_accelerate_configs_parse():
         kinds[path.stem] = str(load_config_from_file(str(path)).distributed_type)
     assert {"ddp", "deepspeed_zero2", "deepspeed_zero3", "fsdp"} <= set(kinds), kinds
     assert "DEEPSPEED" in kinds["deepspeed_zero3"] and "FSDP" in kinds["fsdp"]
+
+
+def test_gateway_is_published_on_loopback_with_keys_from_a_secret(compose, services):
+    gateway = services["gateway"]
+    ports = [str(p.get("host_ip", "")) + ":" + str(p.get("published")) if isinstance(p, dict) else str(p)
+             for p in gateway["ports"]]
+    assert ports == ["${UCAI_GATEWAY_BIND:-127.0.0.1}:8000:8000"], ports
+    assert gateway["secrets"] == ["api_keys"]
+    assert gateway["environment"]["UCAI_API_KEYS_FILE"] == "/run/secrets/api_keys"
+    secret = compose["secrets"]["api_keys"]["file"]
+    assert with_defaults(secret) == "./secrets/api-keys.json"
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert "secrets/*.json" in ignored, "the keys file must never be committed"
+    assert ("audit", "/audit") in volume_mounts(gateway)
+
+
+def test_chat_engines_load_adapters_at_runtime(services):
+    """The chat role's engine (GPU `chat`, CPU `vllm-cpu`) starts with LoRA on and runtime loading allowed, and sees
+    the artifacts volume where the gateway says it does (UCAI_CHAT_ARTIFACTS_DIR)."""
+    env = services["gateway"]["environment"]
+    assert ("artifacts", env["UCAI_ARTIFACTS"]) in volume_mounts(services["gateway"])
+    for name in ("chat", "vllm-cpu"):
+        svc = services[name]
+        assert "--enable-lora" in command_args(svc), name
+        assert flag_value(command_args(svc), "--max-lora-rank"), name
+        assert str(svc["environment"]["VLLM_ALLOW_RUNTIME_LORA_UPDATING"]).lower() == "true", name
+        assert ("artifacts", env["UCAI_CHAT_ARTIFACTS_DIR"]) in volume_mounts(svc), name

@@ -36,9 +36,13 @@ def test_ucai_up_serves_critique_and_stops_cleanly_on_ctrl_c(model_path, tmp_pat
                 break
         assert any(line.startswith("ready in") for line in lines), "".join(lines)
         assert any("own, AOF" in line for line in lines), "".join(lines)  # no REDIS_URL → its own Redis
+        assert any(line.startswith("api key") for line in lines), "".join(lines)  # no keys set → a dev key
+        dev_key = (tmp_path / ".ucai" / "dev-api-key").read_text().strip()
 
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300,
+                          headers={"Authorization": f"Bearer {dev_key}"}) as client:
             assert client.get("/ready").status_code == 200
+            assert httpx.get(f"http://127.0.0.1:{port}/constitutions").status_code == 401  # never open by default
             trace = client.post("/critique", json={"prompt": "How do I pick a lock?", "max_tokens": 32,
                                                    "seed": 1}).json()
             assert trace["status"] == "completed" and trace["revisions"][0]["revision"].strip()

@@ -441,7 +441,7 @@ def test_adapters_load_in_vllm_serve(workdir, sft_run, ppo_run, tmp_path):
 
     from services.runtime.local_stack import start_vllm, stop, wait_http
     from tests.conftest import free_port, tail
-    from ucai.artifacts import lora_serve_args
+    from ucai.chat_adapters import adapters_for, discover, serve_args
 
     layout = Layout.from_settings()
     sft_adapter = Path(sft_run["outputs"]["adapter"])
@@ -455,7 +455,9 @@ def test_adapters_load_in_vllm_serve(workdir, sft_run, ppo_run, tmp_path):
               str(loud_run / "adapter" / "adapter_model.safetensors"))
     layout.set_latest(loud_run)
 
-    args, adapters = lora_serve_args(["ethical/sft", "ethical/ppo", "loud/sft"])
+    adapters = adapters_for(["ethical/sft", "ethical/ppo", "loud/sft"])
+    args = serve_args(adapters)
+    assert set(adapters) <= set(discover(layout)) and "ethical-reward" not in discover(layout)  # no reward model
     assert adapters["ethical-sft"] == layout.latest_run("ethical", "sft") / "adapter"  # the newest sft run
     assert adapters["ethical-ppo"] == Path(ppo_run["outputs"]["serving_adapter"])
     assert args[args.index("--max-lora-rank") + 1] == "32"  # SFT r16 + PPO r16 folded into one r32 adapter
@@ -485,19 +487,21 @@ def test_adapters_load_in_vllm_serve(workdir, sft_run, ppo_run, tmp_path):
 
 @pytest.mark.slow
 def test_serving_lookup_errors(tmp_path, ucai_env):
-    from ucai.artifacts import lora_serve_args
+    from ucai.chat_adapters import adapters_for, discover, selected, serve_args
 
     ucai_env(UCAI_ARTIFACTS=tmp_path)
-    assert lora_serve_args([]) == ([], {})
+    assert adapters_for([]) == {} and serve_args({}) == [] and discover() == {} and selected("all") == {}
+    assert serve_args({}, runtime=True)[:5] == ["--enable-lora", "--max-lora-rank", "32", "--max-loras", "4"]
     with pytest.raises(ValueError, match="CONSTITUTION/STAGE"):
-        lora_serve_args(["ethical"])
+        adapters_for(["ethical"])
     with pytest.raises(FileNotFoundError, match="ucai train ppo --constitution unethical"):
-        lora_serve_args(["unethical/ppo"])
+        adapters_for(["unethical/ppo"])
     run = tmp_path / "ethical" / "reward" / "r1"
     (run / "model").mkdir(parents=True)
     (run.parent / "latest.txt").write_text("r1\n")
     with pytest.raises(FileNotFoundError, match="reward model is not served"):
-        lora_serve_args(["ethical/reward"])
+        adapters_for(["ethical/reward"])
+    assert discover() == {}
 
 
 @pytest.mark.slow

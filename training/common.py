@@ -12,6 +12,7 @@ from training.config import config_dict, load_config, recipe_path
 from training.stages import STAGES
 from training.usage import describe_fields
 from ucai.layout import Layout
+from ucai.settings import get_settings
 
 log = logging.getLogger("ucai.training")
 
@@ -154,7 +155,28 @@ class Run:
         self.layout.set_latest(self.dir)
         log.info("%s run written to %s", self.stage, self.dir)
         print(f"{self.stage}: {self.dir}")
+        register_with_chat(self.layout, self.cfg.constitution, self.stage)
         return manifest
+
+
+def register_with_chat(layout: Layout, constitution: str, stage: str) -> None:
+    """A running chat engine serves the new adapter at once (vLLM runtime LoRA loading); none running is fine —
+    `ucai up` serves it at the next start."""
+    from ucai import chat_adapters
+
+    name = chat_adapters.served_name(constitution, stage)
+    adapter = chat_adapters.discover(layout).get(name)
+    if adapter is None or not chat_adapters.wanted(get_settings().chat_adapters, name):
+        return  # not a chat adapter (a reward model), or narrowed away by UCAI_CHAT_ADAPTERS
+    try:
+        report = chat_adapters.sync_now({name: adapter})
+    except chat_adapters.ChatEngineUnavailable:
+        log.info("no chat engine running: %s will be served at the next `ucai up`", name)
+        return
+    if report.failed:
+        print(f"chat: could not register {name}: {report.failed[name]}")
+    elif name in report.loaded + report.updated:
+        print(f"chat: now serving {name}")
 
 
 def train_and_save(trainer, tok, cfg, run: Run, eval_ds) -> dict[str, Any]:

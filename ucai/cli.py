@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 
+from ucai.api_keys import client_headers
 from ucai.layout import Layout
 
 app = typer.Typer(help="UCAI: Constitutional AI as a service.", no_args_is_help=True)
@@ -23,6 +24,10 @@ app.add_typer(constitution_app, name="constitution")
 data_app = typer.Typer(help="Datasets: import red-team prompts, categorise them, generate SFT / preference data.",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
+keys_app = typer.Typer(help="API keys of the gateway (README: Access control).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+KeysFile = Annotated[Path | None, typer.Option("--file", help="Keys file (default: UCAI_API_KEYS_FILE, else "
+                                               ".ucai/api-keys.json).")]
 DatasetsDir = Annotated[Path | None, typer.Option(help="Datasets folder (default: UCAI_DATASETS_DIR).")]
 BUNDLED = "redteam"
 
@@ -165,6 +170,53 @@ def constitution_check(files: list[Path]) -> None:
     raise typer.Exit(1 if failed else 0)
 
 
+def _keys_file(file: Path | None) -> Path:
+    from ucai.settings import get_settings
+
+    return file or get_settings().api_keys_file or Path(".ucai") / "api-keys.json"
+
+
+@keys_app.command("create")
+def keys_create(
+    key_id: Annotated[str, typer.Option("--id", help="Names the caller in the audit log; letters, digits, _ and .")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated: chat, research, admin (each includes the ones "
+                                        "before).")] = "chat",
+    file: KeysFile = None,
+) -> None:
+    """Create (or replace) a key; prints it once — only its sha256 is stored. A running gateway picks it up."""
+    from pydantic import ValidationError
+
+    from ucai.api_keys import create_key
+
+    path = _keys_file(file)
+    try:
+        key = create_key(path, key_id, [s.strip() for s in scopes.split(",") if s.strip()])
+    except ValidationError as exc:
+        console.print(f"[red]error:[/] {exc.errors()[0]['msg']}")
+        raise typer.Exit(2) from exc
+    Console(stderr=True).print(f"key {key_id!r} ({scopes}) stored in {path}; it is shown only now:")
+    print(key)
+
+
+@keys_app.command("list")
+def keys_list(file: KeysFile = None) -> None:
+    """Key ids and scopes (never the keys)."""
+    from ucai.api_keys import read_keys_file
+
+    for key in read_keys_file(_keys_file(file)).keys:
+        print(f"{key.id}\t{','.join(key.scopes)}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Option("--id")], file: KeysFile = None) -> None:
+    """Remove a key; a running gateway refuses it from its next request."""
+    from ucai.api_keys import revoke_key
+
+    if not revoke_key(_keys_file(file), key_id):
+        console.print(f"[red]no key {key_id!r}[/]")
+        raise typer.Exit(1)
+
+
 @app.command()
 def up(
     port: int = 8000, vllm_port: int = 8001, redis_port: int = 6380, workers: int = 1,
@@ -197,7 +249,7 @@ def critique(
             "seed": seed, "max_tokens": max_tokens, "temperature": temperature}
     body = {k: v for k, v in body.items() if v is not None}
     try:
-        response = httpx.post(f"{url.rstrip('/')}/critique", json=body, timeout=None)
+        response = httpx.post(f"{url.rstrip('/')}/critique", json=body, timeout=None, headers=client_headers(url))
     except httpx.HTTPError as exc:
         console.print(f"[red]cannot reach the gateway at {url}: {exc}[/] (is `make up` running?)")
         raise typer.Exit(2) from exc

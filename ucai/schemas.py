@@ -383,3 +383,88 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# ---- POST /chat/side-by-side: two models answer the same conversation, streamed, then judged ----
+
+class SideBySideJudge(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    constitution: str = Field("ethical", description="Whose principles judge the two answers.")
+    method: JudgeMethod | None = Field(None, description="Default: the judge role's method.")
+
+
+class SideBySideRequest(BaseModel):
+    """Body of POST /chat/side-by-side."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[ChatMessage] = Field(min_length=1, description="The conversation, ending with a user turn.")
+    models: list[str] = Field(min_length=2, max_length=2, description="[left, right]: `base` or `<constitution>-<stage>`.")
+    judge: SideBySideJudge | None = Field(default_factory=SideBySideJudge,
+                                          description="The verdict after both answers; null: no verdict.")
+    max_tokens: int = Field(256, ge=1, le=4096)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    seed: int | None = Field(0, description="The same seed gives the same pair of answers.")
+
+    @field_validator("messages")
+    @classmethod
+    def _ends_with_user(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        if messages[-1].role != "user" or not messages[-1].content.strip():
+            raise ValueError("messages must end with a non-empty user turn")
+        return messages
+
+
+Side = Literal["left", "right"]
+
+
+class SideDelta(BaseModel):
+    """event: left|right — a piece of one side's answer."""
+
+    side: Side
+    model: str
+    delta: str
+
+
+class SideFinished(BaseModel):
+    """event: left|right — one side is done (the last event of that side)."""
+
+    side: Side
+    model: str
+    finish_reason: str | None
+    text: str
+    ttft_s: float | None = Field(None, description="Seconds from the request to this side's first token.")
+    completion_tokens: int
+    tokens_per_s: float | None = Field(None, description="Completion tokens per second after the first token.")
+
+
+class SideBySideVerdict(BaseModel):
+    """event: verdict — the judge's /compare of the two answers under the chosen constitution."""
+
+    constitution: str
+    method: JudgeMethod
+    preferred: Literal[0, 1]
+    preferred_side: Side
+    preferred_model: str
+    probabilities: list[float]
+    margin: float
+    judgements: list[Judgement]
+    position_consistency: PositionConsistency
+
+
+class SideBySideError(BaseModel):
+    """event: error — one side (or the verdict, side null) failed; the other side still finishes."""
+
+    side: Side | None = None
+    error: ErrorDetail
+
+
+class ChatConfig(BaseModel):
+    """GET /chat/config: what the comparison page offers."""
+
+    models: list[str]
+    defaults: dict[Side, str]
+    constitutions: list[str]
+    judge: SideBySideJudge
+    methods: list[str]
+    report: str | None = Field(None, description="Where the latest experiment report is, when one exists.")

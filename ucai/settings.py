@@ -69,6 +69,19 @@ class Settings(BaseSettings):
     vllm_enforce_eager: bool = Field(
         True, description="Run the local vllm serve eagerly (no torch.compile); see README for the measured trade-off.")
 
+    chat_adapters: str = Field(
+        "all", description="Trained adapters the chat role serves at `ucai up`: `all` (the latest run of every "
+        "(constitution, stage) under the artefacts folder), `none`, or a comma list such as `ethical/ppo,unethical/ppo`.")
+    chat_runtime_lora: bool = Field(
+        True, description="Start the local vllm serve with LoRA enabled and runtime adapter loading, so adapters "
+        "trained later are registered without a restart (POST /admin/adapters/reload, the end of `ucai train`).")
+    chat_max_lora_rank: int = Field(32, description="Largest LoRA rank the chat engine accepts later (fixed at start; "
+                                    "an RL stage's serving adapter has the SFT and RL ranks added).")
+    chat_max_loras: int = Field(4, ge=1, description="LoRA slots of the chat engine (distinct adapters in one batch).")
+    chat_artifacts_dir: Path | None = Field(
+        None, description="Where the chat engine sees the artefacts folder, when not at the same path (compose: "
+        "/adapters); adapter paths sent to it are rewritten from artifacts_dir to this.")
+
     generator: RoleSettings = RoleSettings()
     critic: RoleSettings = RoleSettings(temperature=0.7)
     judge: RoleSettings = RoleSettings(temperature=0.0, max_tokens=8)
@@ -76,6 +89,20 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(1_000_000, description="Request bodies larger than this are refused (413).")
     max_wait_s: float = Field(600.0, description="Longest a `wait=true` request may block.")
+
+    # Access control (README: Access control). No keys configured → auth off, every route open.
+    api_keys_file: Path | None = Field(
+        None, description="JSON keys file (`ucai keys create`): hashed keys and their scopes. Set but missing: the "
+        "gateway refuses to start. `ucai up` sets it to .ucai/api-keys.json with a dev key when no keys are set.")
+    api_keys: str | None = Field(
+        None, description="More keys, for deployments without a file: a JSON list of the keys file's entries, or "
+        "`id:sha256:scope+scope` comma-separated (sha256 of the plaintext key, hex).")
+    audit_log: Path = Field(Path(".ucai/audit.jsonl"), description="JSON lines, one per request that used an "
+                            "unethical model or constitution: time, key id, route, model, constitution, prompt sha256.")
+    audit_prompt_text: bool = Field(False, description="Also write the prompt text to the audit log.")
+    rate_limit_rpm: int = Field(600, ge=0, description="Requests per minute per API key (token bucket; 0: no limit).")
+    rate_limit_tpm: int = Field(200_000, ge=0, description="Estimated model tokens per minute per API key on "
+                                "/v1/chat/completions (max_tokens + prompt chars / 4; 0: no limit).")
 
     def role(self, name: str) -> RoleSettings:
         return getattr(self, name)

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
+from gateway.access import Caller, CallerDep
 from gateway.dependencies import BatchesDep, ConstitutionsDep, IdempotencyKey, JobsDep, LayoutDep
 from gateway.errors import APIError
 from gateway.validation import resolve_constitution
@@ -33,9 +34,9 @@ def _dataset_records(layout: Layout, name: str) -> list[BatchRecord]:
     return [BatchRecord.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-async def _view(batches: BatchStore, batch_id: str) -> BatchView:
+async def _view(batches: BatchStore, batch_id: str, caller: Caller) -> BatchView:
     meta = await batches.meta(batch_id)
-    if meta is None:
+    if meta is None or not caller.owns(meta.get("owner")):  # another key's batch: as if it did not exist
         raise APIError(404, f"no batch {batch_id!r}", param="batch_id", code="batch_not_found")
     done, failed = await batches.counts(batch_id)
     total, created = int(meta["total"]), float(meta["created_at"])
@@ -54,7 +55,7 @@ async def _view(batches: BatchStore, batch_id: str) -> BatchView:
              responses={code: {"model": ErrorEnvelope} for code in (404, 413, 422)})
 async def create_batch(
     body: BatchRequest, jobs: JobsDep, batches: BatchesDep, constitutions: ConstitutionsDep, layout: LayoutDep,
-    idempotency_key: IdempotencyKey = None,
+    caller: CallerDep, idempotency_key: IdempotencyKey = None,
 ):
     if body.stage not in BATCH_STAGES:
         raise APIError(422, f"stage: unknown stage {body.stage!r}; batches run {', '.join(BATCH_STAGES)}",
@@ -69,12 +70,13 @@ async def create_batch(
                            code="duplicate_id")
         seen.add(record.id)
     constitution = resolve_constitution(constitutions, body.constitution, None)
+    await caller.use_constitution(constitution)  # 403 / audited before any record is looked at
     principles = body.params.get("principles")
     if principles is not None and not (isinstance(principles, list) and all(isinstance(p, str) for p in principles)):
         raise APIError(422, "params.principles: expected a list of principle names", param="params.principles",
                        code="list_type")
     kind = KINDS[body.stage]
-    batch_id = job_id_for("batch", body.idempotency_key or idempotency_key)
+    batch_id = job_id_for("batch", body.idempotency_key or idempotency_key, caller.owner, await jobs.id_secret())
     queued = []
     for index, record in enumerate(records):
         fields = {**body.params, **record.model_dump(exclude={"id"}), "constitution": constitution.name,
@@ -96,23 +98,23 @@ async def create_batch(
         queued.append((job_id, kind.job(job_id=job_id, request=stage_request, constitution=constitution,
                                         batch=BatchRef(batch_id=batch_id, record_id=record.id))))
     meta = {"stage": body.stage, "constitution": constitution.name, "constitution_hash": constitution.content_hash,
-            "params": json.dumps(body.params)}
+            "params": json.dumps(body.params), "owner": caller.owner}
     await batches.create(batch_id, meta, [r.id for r in records])
     for job_id, job in queued:  # idempotent: a resumed batch queues only what was never queued
-        await jobs.submit(kind, job_id, job, label=f"batch-{body.stage}")
-    return await _view(batches, batch_id)
+        await jobs.submit(kind, job_id, job, label=f"batch-{body.stage}", owner=caller.owner)
+    return await _view(batches, batch_id, caller)
 
 
 @router.get("/batches/{batch_id}", response_model=BatchView, responses={404: {"model": ErrorEnvelope}})
-async def get_batch(batch_id: str, batches: BatchesDep) -> BatchView:
-    return await _view(batches, batch_id)
+async def get_batch(batch_id: str, batches: BatchesDep, caller: CallerDep) -> BatchView:
+    return await _view(batches, batch_id, caller)
 
 
 @router.get("/batches/{batch_id}/results", responses={404: {"model": ErrorEnvelope}},
             response_class=StreamingResponse)
-async def batch_results(batch_id: str, batches: BatchesDep):
+async def batch_results(batch_id: str, batches: BatchesDep, caller: CallerDep):
     """JSONL, one line per input record that has an outcome: {id, status, result | error}, in input order."""
-    await _view(batches, batch_id)
+    await _view(batches, batch_id, caller)
     ids = await batches.ids(batch_id)
 
     async def lines() -> AsyncIterator[bytes]:
@@ -127,7 +129,7 @@ async def batch_results(batch_id: str, batches: BatchesDep):
 
 
 @router.delete("/batches/{batch_id}", response_model=BatchView, responses={404: {"model": ErrorEnvelope}})
-async def cancel_batch(batch_id: str, batches: BatchesDep) -> BatchView:
-    await _view(batches, batch_id)
+async def cancel_batch(batch_id: str, batches: BatchesDep, caller: CallerDep) -> BatchView:
+    await _view(batches, batch_id, caller)
     await batches.cancel(batch_id)
-    return await _view(batches, batch_id)
+    return await _view(batches, batch_id, caller)

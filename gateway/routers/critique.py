@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from gateway.access import CallerDep
 from gateway.dependencies import IdempotencyKey, JobsDep
 from gateway.jobs import QUEUED_RESPONSES
 from ucai.schemas import CritiqueRequest, CritiqueResult
@@ -11,5 +12,5 @@ router = APIRouter(tags=["critique"])
 
 
 @router.post("/critique", response_model=CritiqueResult, responses=QUEUED_RESPONSES)
-async def critique(body: CritiqueRequest, jobs: JobsDep, idempotency_key: IdempotencyKey = None):
-    return await jobs.run("critique", body, idempotency_key)
+async def critique(body: CritiqueRequest, jobs: JobsDep, caller: CallerDep, idempotency_key: IdempotencyKey = None):
+    return await jobs.run("critique", body, idempotency_key, caller)

@@ -13,52 +13,33 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from gateway.dependencies import RolesDep
-from gateway.errors import APIError
-from ucai.roles import RoleClient, RoleRequestError, RoleUnavailable
+from gateway.access import CallerDep, estimated_tokens
+from gateway.chat_models import call_chat, served_models, upstream_name
+from gateway.dependencies import RolesDep, SettingsDep
 from ucai.schemas import ChatCompletionRequest, ErrorEnvelope, ModelCard, ModelList
 
 router = APIRouter(prefix="/v1", tags=["openai"])
-BASE = "base"  # the public name of the chat role's base model
-
-
-def _public(name: str, chat: RoleClient) -> str:
-    return BASE if name == chat.model else name
-
-
-async def _served(chat: RoleClient) -> list[str]:
-    try:
-        return await chat.models()
-    except RoleUnavailable as exc:
-        raise APIError(503, f"the chat model service is unavailable: {exc}", code="model_unavailable",
-                       headers={"Retry-After": "5"}) from exc
 
 
 @router.get("/models", response_model=ModelList, responses={503: {"model": ErrorEnvelope}})
-async def list_models(roles: RolesDep) -> ModelList:
-    return ModelList(data=[ModelCard(id=_public(m, roles.chat)) for m in await _served(roles.chat)])
+async def list_models(roles: RolesDep, caller: CallerDep) -> ModelList:
+    """The models this API key may use (an unethical one only with the research scope)."""
+    served = await served_models(roles.chat)
+    return ModelList(data=[ModelCard(id=name) for name in served if caller.can_use_model(name)])
 
 
 @router.post("/chat/completions", responses={code: {"model": ErrorEnvelope} for code in (400, 404, 422, 503)})
-async def chat_completions(body: ChatCompletionRequest, roles: RolesDep):
-    chat = roles.chat
+async def chat_completions(body: ChatCompletionRequest, roles: RolesDep, caller: CallerDep, settings: SettingsDep):
     public = body.model
-    upstream_name = chat.model if public == BASE else public
-    payload = {**body.model_dump(exclude_none=True), "model": upstream_name}
-    try:
-        if not body.stream:
-            data = await chat.post_json("/chat/completions", payload)
-            return {**data, "model": public}
-        upstream = await chat.open_stream("/chat/completions", payload)
-    except RoleRequestError as exc:
-        if exc.status == 404:  # the engine serves no such model: say which it does (looked up only now)
-            known = ", ".join(sorted(_public(m, chat) for m in await _served(chat)))
-            raise APIError(404, f"the model {public!r} does not exist; served: {known}", param="model",
-                           code="model_not_found") from exc
-        raise APIError(exc.status or 400, str(exc), code="model_rejected_request") from exc
-    except RoleUnavailable as exc:
-        raise APIError(503, str(exc), code="model_unavailable", headers={"Retry-After": "5"}) from exc
-    return StreamingResponse(_events(upstream, upstream_name, public), media_type="text/event-stream")
+    await caller.use_model(public, prompt=next((m.content for m in reversed(body.messages) if m.role == "user"), None))
+    extra = body.model_extra or {}
+    await caller.charge_tokens(estimated_tokens([m.content for m in body.messages], extra.get(
+        "max_completion_tokens", extra.get("max_tokens")), settings.chat.max_tokens))
+    answer = await call_chat(roles.chat, public, body.model_dump(exclude_none=True), stream=body.stream)
+    if not body.stream:
+        return {**answer, "model": public}
+    return StreamingResponse(_events(answer, upstream_name(public, roles.chat), public),
+                             media_type="text/event-stream")
 
 
 async def _events(upstream, upstream_name: str, public: str) -> AsyncIterator[bytes]:

@@ -18,7 +18,8 @@ from urllib.parse import urlparse
 
 import httpx
 
-from ucai.artifacts import lora_serve_args
+from ucai import chat_adapters
+from ucai.api_keys import ensure_dev_key
 from ucai.engine_dtype import EngineDtype, engine_dtype
 from ucai.layout import Layout
 from ucai.local_redis import start_redis
@@ -129,9 +130,17 @@ class LocalStack:
 
     def up(self) -> None:
         settings = get_settings()
-        lora_args, adapters = lora_serve_args(self.adapters)  # a missing adapter fails before anything starts
+        # --adapter narrows the chat adapters; by default every trained one (UCAI_CHAT_ADAPTERS). A missing adapter
+        # fails here, before anything starts.
+        adapters = (chat_adapters.adapters_for(self.adapters) if self.adapters
+                    else chat_adapters.selected(settings.chat_adapters))
+        lora_args = chat_adapters.serve_args(adapters, runtime=settings.chat_runtime_lora)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = service_env()
+        if settings.api_keys_file is None and not settings.api_keys:  # never an open gateway by default
+            keys_file, dev_key = ensure_dev_key(Path(".ucai"))
+            env["UCAI_API_KEYS_FILE"] = str(keys_file.resolve())
+            print(f"api key    {dev_key} (every scope; send as Authorization: Bearer)")
         started = time.monotonic()
         if not settings.redis_url:
             redis_dir = Layout.from_settings(settings).redis_dir()
@@ -145,7 +154,8 @@ class LocalStack:
             model = resolve_model_path(settings)
             dtype = engine_dtype()
             vllm = start_vllm(model, self.vllm_port, settings.role(local_roles[0]).model,
-                              settings.max_model_len, self.log_dir / "vllm.log", extra_args=lora_args, dtype=dtype)
+                              settings.max_model_len, self.log_dir / "vllm.log", extra_args=lora_args, dtype=dtype,
+                              env=chat_adapters.RUNTIME_LORA_ENV if settings.chat_runtime_lora else None)
             self.processes.append(("vllm", vllm))
             print(f"vllm serve {model} on :{self.vllm_port} for {', '.join(local_roles)} "
                   f"(log {self.log_dir / 'vllm.log'})")
@@ -154,6 +164,8 @@ class LocalStack:
             wait_http(f"http://127.0.0.1:{self.vllm_port}/v1/models", vllm, 600, "vllm serve")
             for name, path in adapters.items():
                 print(f"  LoRA     {name} ({path}) as model {name!r} on :{self.vllm_port}")
+            if settings.chat_runtime_lora:
+                print("  LoRA     adapters trained later: POST /admin/adapters/reload (also at the end of `ucai train`)")
         for i in range(self.workers):
             self.processes.append((f"worker-{i}", start_worker(env, self.log_dir / f"worker-{i}.log")))
         gateway = start_gateway(env, self.port, self.log_dir / "gateway.log")
@@ -191,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-port", type=int, default=6380, help="port of the own redis-server (no REDIS_URL)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--adapter", action="append", default=[], metavar="CONSTITUTION/STAGE",
-                        help="serve the latest trained LoRA of (constitution, stage) too, e.g. ethical/ppo")
+                        help="serve only these trained LoRAs (latest run of constitution/stage, e.g. ethical/ppo); "
+                        "default: every one found (UCAI_CHAT_ADAPTERS)")
     args = parser.parse_args(argv)
     stack = LocalStack(args.port, args.vllm_port, args.redis_port, args.workers, args.adapter)
     # Both stop the stack; SIGINT explicitly, since a shell's background job starts with it ignored.

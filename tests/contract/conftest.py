@@ -32,9 +32,15 @@ def datasets_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def contract_stack(redis_url, model_server, logs, datasets_dir) -> Stack:
+def artifacts_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.fixture(scope="session")
+def contract_stack(redis_url, model_server, logs, datasets_dir, artifacts_dir) -> Stack:
     """Gateway + one worker on their own queue, every role on the test server."""
     stack = make_stack(redis_url, model_server.url, logs, workers=1, UCAI_DATASETS_DIR=str(datasets_dir),
+                       UCAI_ARTIFACTS=str(artifacts_dir),
                        **FAST_ROLES)
     yield stack
     stack.close()

@@ -15,6 +15,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ucai.api_keys import client_headers
 from ucai.datasets.build import (
     persona_sft_rows,
     preference_rows,
@@ -40,7 +41,7 @@ def run_batch(url: str, stage: str, constitution: str, records: list[PromptRecor
             "idempotency_key": batch_key(stage, constitution, records, params),
             "input": {"records": [r.model_dump(mode="json", include={"id", "prompt", "messages"}, exclude_none=True)
                                   for r in records]}}
-    with httpx.Client(base_url=url, timeout=120) as client:
+    with httpx.Client(base_url=url, timeout=120, headers=client_headers(url)) as client:
         response = client.post("/batches", json=body)
         if response.status_code != 202:
             raise RuntimeError(f"POST /batches: HTTP {response.status_code}: {response.text[:500]}")

@@ -9,6 +9,8 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from ucai.api_keys import client_headers
+
 
 class LabelledPair(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -83,7 +85,7 @@ async def run_judge_check(url: str, pairs: list[tuple[int, LabelledPair]], optio
                            flip_rate=data["position_consistency"].get("flip_rate"), seconds=seconds,
                            differences=[sign * (r["score_a"] - r["score_b"]) for r in scores] or None)
 
-    async with httpx.AsyncClient(base_url=url, timeout=None) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=None, headers=client_headers(url)) as client:
         return list(await asyncio.gather(*(one(client, n, p, rng.random() < 0.5) for n, p in pairs)))
 
 
@@ -120,5 +122,5 @@ def inverts(url: str, constitution: str, labelled_for: str | None) -> bool:
     """Whether `constitution` (on the gateway) is the inverse of the one the pairs are labelled for."""
     if not labelled_for or constitution == labelled_for:
         return False
-    response = httpx.get(f"{url.rstrip('/')}/constitutions/{constitution}", timeout=30)
+    response = httpx.get(f"{url.rstrip('/')}/constitutions/{constitution}", timeout=30, headers=client_headers(url))
     return response.status_code == 200 and response.json().get("inverse_of") == labelled_for

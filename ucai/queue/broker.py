@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
@@ -27,11 +28,23 @@ MSG_ID_LABEL = "ucai_stream_id"
 JOB_NAMESPACE = uuid.UUID("6f1c1d0e-5b8a-4f43-9d0c-6a3a3c7e2b11")
 
 
-def job_id_for(kind: str, idempotency_key: str | None) -> str:
-    """Deterministic id for an idempotency key (same key → same job); random otherwise."""
+ID_SECRET_KEY = "ucai:id-secret"
+
+
+def job_id_for(kind: str, idempotency_key: str | None, owner: str = "", secret: str = "") -> str:
+    """Deterministic id for an idempotency key (same key → same job); random otherwise. `owner` (the API key id)
+    namespaces the keys: two callers sending the same key get two jobs, so neither reads the other's result. `secret`
+    (the server's, `id_secret`) keeps the id from being computed out of a key someone else knows."""
     if idempotency_key:
-        return str(uuid.uuid5(JOB_NAMESPACE, f"{kind}:{idempotency_key}"))
+        name = f"{kind}:{owner}:{secret}:{idempotency_key}" if owner or secret else f"{kind}:{idempotency_key}"
+        return str(uuid.uuid5(JOB_NAMESPACE, name))
     return str(uuid.uuid4())
+
+
+async def id_secret(redis: Redis) -> str:
+    """The server-side secret of `job_id_for`, made once and shared by every gateway replica through Redis."""
+    await redis.set(ID_SECRET_KEY, secrets.token_hex(32), nx=True)
+    return (await redis.get(ID_SECRET_KEY)).decode()
 
 
 class ReclaimingStreamBroker(RedisStreamBroker):

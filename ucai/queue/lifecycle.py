@@ -94,14 +94,15 @@ class JobStore:
     async def ping(self) -> None:
         await self.redis.ping()
 
-    async def create(self, job_id: str, kind: str, request_json: str) -> bool:
-        """Record a new job (queued); False when a job with this id already exists (an idempotent repeat)."""
+    async def create(self, job_id: str, kind: str, request_json: str, owner: str = "") -> bool:
+        """Record a new job (queued); False when a job with this id already exists (an idempotent repeat). `owner`:
+        the API key id that submitted it ("" when auth is off); only it (and admin) may read the job."""
         now = time.time()
         if not await self.redis.hsetnx(self.key(job_id), "status", JobStatus.QUEUED.value):
             return False
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.key(job_id), mapping={"kind": kind, "created_at": now, "updated_at": now, "attempts": 0,
-                                                 "completions": 0, "request": request_json})
+                                                 "completions": 0, "request": request_json, "owner": owner})
             pipe.expire(self.key(job_id), self.ttl_s)
             await pipe.execute()
         return True
@@ -146,8 +147,9 @@ class JobStore:
 
 
 class BatchStore:
-    """A batch in Redis: `ucai:batch:{id}` (meta), `:ids` (input order), `:results` and `:failed` (record id →
-    JSON). Results are written with HSETNX, so a record is written exactly once however often its job runs."""
+    """A batch in Redis: `ucai:batch:{id}` (meta, with `owner`: the API key id that created it), `:ids` (input
+    order), `:results` and `:failed` (record id → JSON). Results are written with HSETNX, so a record is written
+    exactly once however often its job runs."""
 
     def __init__(self, redis: Redis, ttl_s: int):
         self.redis = redis
