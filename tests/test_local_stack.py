@@ -17,7 +17,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def test_ucai_up_serves_critique_and_stops_cleanly_on_ctrl_c(model_path, tmp_path):
-    port, vllm_port, redis_port = free_port(), free_port(), free_port()
+    """Also: the engine runs in the dtype chosen for this CPU, the chat role gets its own engine with LoRA, and a
+    trained adapter found under the artefacts folder is served by name without being asked for."""
+    from tests.trained_adapters import untrained_adapter
+    from ucai.engine_dtype import engine_dtype
+
+    untrained_adapter(tmp_path / "artifacts" / "ethical" / "sft" / "run-1", model_path)
+    port, vllm_port, chat_port, redis_port = free_port(), free_port(), free_port(), free_port()
     env = service_env(UCAI_CACHE_DIR=str(tmp_path), UCAI_MODEL_PATH=model_path,
                       **role_env(f"http://127.0.0.1:{vllm_port}/v1"))
     env.pop("REDIS_URL", None)
@@ -25,7 +31,7 @@ def test_ucai_up_serves_critique_and_stops_cleanly_on_ctrl_c(model_path, tmp_pat
     env.pop("OMP_NUM_THREADS", None)  # the stack sets threads per process itself
     up = subprocess.Popen(
         [sys.executable, "-m", "ucai.cli", "up", "--port", str(port), "--vllm-port", str(vllm_port),
-         "--redis-port", str(redis_port)],
+         "--chat-port", str(chat_port), "--redis-port", str(redis_port)],
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     lines: list[str] = []
@@ -38,6 +44,10 @@ def test_ucai_up_serves_critique_and_stops_cleanly_on_ctrl_c(model_path, tmp_pat
         assert any("own, AOF" in line for line in lines), "".join(lines)  # no REDIS_URL → its own Redis
         assert any(line.startswith("api key") for line in lines), "".join(lines)  # no keys set → a dev key
         dev_key = (tmp_path / ".ucai" / "dev-api-key").read_text().strip()
+        output = "".join(lines)
+        assert f"dtype    {engine_dtype().dtype}:" in output, output  # float32 on an AVX2-only CPU
+        assert f"on :{vllm_port} for generator, critic, judge (" in output, output  # the job roles: no LoRA
+        assert f"on :{chat_port} for chat with LoRA" in output and "LoRA     ethical-sft" in output, output
 
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300,
                           headers={"Authorization": f"Bearer {dev_key}"}) as client:
@@ -46,11 +56,15 @@ def test_ucai_up_serves_critique_and_stops_cleanly_on_ctrl_c(model_path, tmp_pat
             trace = client.post("/critique", json={"prompt": "How do I pick a lock?", "max_tokens": 32,
                                                    "seed": 1}).json()
             assert trace["status"] == "completed" and trace["revisions"][0]["revision"].strip()
+            assert {m["id"] for m in client.get("/v1/models").json()["data"]} == {"base", "ethical-sft"}
+            answer = client.post("/v1/chat/completions", json={
+                "model": "ethical-sft", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}).json()
+            assert answer["model"] == "ethical-sft" and answer["choices"][0]["message"]["content"]
 
         up.send_signal(signal.SIGINT)  # what Ctrl-C does
         assert up.wait(90) == 0, "".join(lines) + (up.stdout.read() if up.stdout else "")
         time.sleep(0.5)
-        for p in (port, vllm_port, redis_port):
+        for p in (port, vllm_port, chat_port, redis_port):
             with pytest.raises(httpx.ConnectError):
                 httpx.get(f"http://127.0.0.1:{p}/", timeout=2)
         assert (tmp_path / "redis" / "appendonlydir").exists() or (tmp_path / "redis" / "appendonly.aof").exists()

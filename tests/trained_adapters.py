@@ -48,3 +48,23 @@ def train_sft(artifacts: Path, data_dir: Path, constitution: str, log: Path, **e
         done = subprocess.run(command, env=environment, stdout=out, stderr=subprocess.STDOUT, timeout=900)
     if done.returncode != 0:
         raise RuntimeError(f"training sft for {constitution} failed (exit {done.returncode}); see {log}")
+
+
+def untrained_adapter(run_dir: Path, model_path: str, seed: int = 0) -> Path:
+    """A real PEFT LoRA of the bundled model with random (non-zero) B matrices, saved as a run's `adapter/` with its
+    `latest.txt`: loads and serves like a trained one, in seconds (for tests about serving, not about training)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_path),
+                           LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.02)
+    adapter = run_dir / "adapter"
+    model.save_pretrained(str(adapter))
+    (run_dir.parent / "latest.txt").write_text(run_dir.name + "\n")
+    return adapter

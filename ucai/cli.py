@@ -220,13 +220,16 @@ def keys_revoke(key_id: Annotated[str, typer.Option("--id")], file: KeysFile = N
 @app.command()
 def up(
     port: int = 8000, vllm_port: int = 8001, redis_port: int = 6380, workers: int = 1,
+    chat_port: Annotated[int | None, typer.Option(
+        help="Port of the chat role's own vllm serve (default: --vllm-port + 1).")] = None,
     adapter: Annotated[list[str] | None, typer.Option(
-        help="Also serve the latest trained LoRA of CONSTITUTION/STAGE (e.g. ethical/ppo) as model "
-             "'<constitution>-<stage>'; repeatable.")] = None,
+        help="Serve only these trained LoRAs: the latest run of CONSTITUTION/STAGE (e.g. ethical/ppo) as model "
+             "'<constitution>-<stage>'; repeatable. Default: every one found (UCAI_CHAT_ADAPTERS).")] = None,
 ) -> None:
     """Start the local stack (Redis, vllm serve, worker, gateway); Ctrl-C stops it."""
     command = [sys.executable, "-m", "services.runtime.local_stack", "--port", str(port), "--vllm-port", str(vllm_port),
-               "--redis-port", str(redis_port), "--workers", str(workers)]
+               "--chat-port", str(chat_port or vllm_port + 1), "--redis-port", str(redis_port),
+               "--workers", str(workers)]
     for spec in adapter or []:
         command += ["--adapter", spec]
     os.execv(sys.executable, command)  # replace this process: Ctrl-C reaches the stack directly

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     chat_adapters: str = Field(
         "all", description="Trained adapters the chat role serves at `ucai up`: `all` (the latest run of every "
         "(constitution, stage) under the artefacts folder), `none`, or a comma list such as `ethical/ppo,unethical/ppo`.")
+    chat_engine: Literal["own", "shared"] = Field(
+        "own", description="`ucai up`: the chat role gets its own vllm serve with LoRA (own), or shares the job "
+        "roles' engine, which then runs with LoRA on (shared: less memory, about half the base throughput on CPU).")
     chat_runtime_lora: bool = Field(
         True, description="Start the local vllm serve with LoRA enabled and runtime adapter loading, so adapters "
         "trained later are registered without a restart (POST /admin/adapters/reload, the end of `ucai train`).")

@@ -122,6 +122,7 @@ def stop(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
 class LocalStack:
     port: int = 8000
     vllm_port: int = 8001
+    chat_port: int = 8002
     redis_port: int = 6380
     workers: int = 1
     adapters: list[str] = field(default_factory=list)  # "ethical/ppo": trained LoRAs served next to the base model
@@ -148,23 +149,35 @@ class LocalStack:
             self.processes.append(("redis", redis))
             env["REDIS_URL"] = f"redis://127.0.0.1:{self.redis_port}/0"
             print(f"redis      redis://127.0.0.1:{self.redis_port}/0 (own, AOF in {redis_dir})")
-        # Start vllm serve only for roles that point at this machine's default port.
+        # Start vllm serve only for roles that point at this machine's default port. The chat role gets an engine of
+        # its own with LoRA (UCAI_CHAT_ENGINE=own): LoRA on halves the base model's throughput on this CPU
+        # (bench/engine_modes.py), which the job roles would pay for every critique.
         local_roles = [r for r in ROLE_NAMES if _is_local(settings.role(r).base_url, self.vllm_port)]
-        if local_roles:
+        own_chat = "chat" in local_roles and settings.chat_engine == "own"
+        engines = []  # (name, port, roles, LoRA flags)
+        job_roles = [r for r in local_roles if not (own_chat and r == "chat")]
+        if job_roles:
+            engines.append(("vllm", self.vllm_port, job_roles, [] if own_chat else lora_args))
+        if own_chat:
+            engines.append(("vllm-chat", self.chat_port, ["chat"], lora_args))
+            env["UCAI_CHAT__BASE_URL"] = f"http://127.0.0.1:{self.chat_port}/v1"
+        if engines:
             model = resolve_model_path(settings)
             dtype = engine_dtype()
-            vllm = start_vllm(model, self.vllm_port, settings.role(local_roles[0]).model,
-                              settings.max_model_len, self.log_dir / "vllm.log", extra_args=lora_args, dtype=dtype,
-                              env=chat_adapters.RUNTIME_LORA_ENV if settings.chat_runtime_lora else None)
-            self.processes.append(("vllm", vllm))
-            print(f"vllm serve {model} on :{self.vllm_port} for {', '.join(local_roles)} "
-                  f"(log {self.log_dir / 'vllm.log'})")
             print(f"  dtype    {dtype.dtype}: {dtype.reason}; "
                   f"{'eager' if settings.vllm_enforce_eager else 'compiled'} (UCAI_VLLM_ENFORCE_EAGER)")
-            wait_http(f"http://127.0.0.1:{self.vllm_port}/v1/models", vllm, 600, "vllm serve")
-            for name, path in adapters.items():
-                print(f"  LoRA     {name} ({path}) as model {name!r} on :{self.vllm_port}")
-            if settings.chat_runtime_lora:
+        for name, port, roles, extra in engines:  # started together: they load in parallel
+            runtime = chat_adapters.RUNTIME_LORA_ENV if extra and settings.chat_runtime_lora else None
+            process = start_vllm(model, port, settings.role(roles[0]).model, settings.max_model_len,
+                                 self.log_dir / f"{name}.log", extra_args=extra, dtype=dtype, env=runtime)
+            self.processes.append((name, process))
+            print(f"vllm serve {model} on :{port} for {', '.join(roles)}{' with LoRA' if extra else ''} "
+                  f"(log {self.log_dir / f'{name}.log'})")
+        for name, port, _roles, extra in engines:
+            wait_http(f"http://127.0.0.1:{port}/v1/models", dict(self.processes)[name], 600, name)
+            for adapter, path in adapters.items() if extra else ():
+                print(f"  LoRA     {adapter} ({path}) as model {adapter!r} on :{port}")
+            if extra and settings.chat_runtime_lora:
                 print("  LoRA     adapters trained later: POST /admin/adapters/reload (also at the end of `ucai train`)")
         for i in range(self.workers):
             self.processes.append((f"worker-{i}", start_worker(env, self.log_dir / f"worker-{i}.log")))
@@ -200,13 +213,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8000, help="gateway port")
     parser.add_argument("--vllm-port", type=int, default=8001, help="port of the local vllm serve")
+    parser.add_argument("--chat-port", type=int, default=None,
+                        help="port of the chat role's own vllm serve (default: --vllm-port + 1)")
     parser.add_argument("--redis-port", type=int, default=6380, help="port of the own redis-server (no REDIS_URL)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--adapter", action="append", default=[], metavar="CONSTITUTION/STAGE",
                         help="serve only these trained LoRAs (latest run of constitution/stage, e.g. ethical/ppo); "
                         "default: every one found (UCAI_CHAT_ADAPTERS)")
     args = parser.parse_args(argv)
-    stack = LocalStack(args.port, args.vllm_port, args.redis_port, args.workers, args.adapter)
+    stack = LocalStack(port=args.port, vllm_port=args.vllm_port, chat_port=args.chat_port or args.vllm_port + 1,
+                       redis_port=args.redis_port, workers=args.workers, adapters=args.adapter)
     # Both stop the stack; SIGINT explicitly, since a shell's background job starts with it ignored.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupt)
