@@ -15,8 +15,18 @@ from gateway.access import Access, current_caller
 from gateway.body_limit import BodySizeLimit
 from gateway.errors import install_error_handlers
 from gateway.jobs import JobService
-from gateway.routers import (admin, batches, compare, constitutions, critique, health, jobs, openai_chat, page,
-                             side_by_side)
+from gateway.routers import (
+    admin,
+    batches,
+    compare,
+    constitutions,
+    critique,
+    health,
+    jobs,
+    openai_chat,
+    page,
+    side_by_side,
+)
 from ucai import chat_adapters
 from ucai.constitutions import load_constitutions
 from ucai.layout import Layout

@@ -179,15 +179,16 @@ def chat_stack(redis_url, model_path, logs, tmp_path_factory) -> ChatStack:
                          env=chat_adapters.RUNTIME_LORA_ENV)
     vllm_url = f"http://127.0.0.1:{port}/v1"
     try:
-        wait_http(f"{vllm_url}/models", process, 600, "vllm serve (chat, LoRA)")
-        train_sft(artifacts, root / "data", "unethical", train_log, UCAI_CHAT__BASE_URL=vllm_url)
-    except (RuntimeError, TimeoutError) as exc:
-        stop(process)
-        pytest.fail(f"{exc}\n{tail(logs / 'vllm-chat.log')}\n{tail(train_log)}")
-    keys_file = root / "api-keys.json"
-    keys = {scope: create_key(keys_file, f"test_{scope}", [scope]) for scope in ("chat", "research", "admin")}
-    stack = make_stack(redis_url, vllm_url, logs, UCAI_ARTIFACTS=str(artifacts), UCAI_API_KEYS_FILE=str(keys_file),
-                       UCAI_AUDIT_LOG=str(root / "audit.jsonl"))
-    yield ChatStack(stack, vllm_url, artifacts, keys)
-    stack.close()
-    stop(process)
+        try:
+            wait_http(f"{vllm_url}/models", process, 600, "vllm serve (chat, LoRA)")
+            train_sft(artifacts, root / "data", "unethical", train_log, UCAI_CHAT__BASE_URL=vllm_url)
+        except (RuntimeError, TimeoutError) as exc:
+            pytest.fail(f"{exc}\n{tail(logs / 'vllm-chat.log')}\n{tail(train_log)}")
+        keys_file = root / "api-keys.json"
+        keys = {scope: create_key(keys_file, f"test_{scope}", [scope]) for scope in ("chat", "research", "admin")}
+        stack = make_stack(redis_url, vllm_url, logs, UCAI_ARTIFACTS=str(artifacts),
+                           UCAI_API_KEYS_FILE=str(keys_file), UCAI_AUDIT_LOG=str(root / "audit.jsonl"))
+        yield ChatStack(stack, vllm_url, artifacts, keys)
+        stack.close()
+    finally:
+        stop(process)  # whatever failed above, the engine does not outlive the session

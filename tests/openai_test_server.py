@@ -191,7 +191,8 @@ class OpenAITestServer:
         self.stream_delay_s = 0.01
         self.adapters: list[str] = []  # LoRA adapters served by name next to the base model, as vLLM lists them
         self.adapter_roots: dict[str, str] = {}  # adapter name → path it was loaded from (/v1/load_lora_adapter)
-        self.runtime_lora = True  # False: no /v1/load_lora_adapter route (vLLM without VLLM_ALLOW_RUNTIME_LORA_UPDATING)
+        # False: no /v1/load_lora_adapter route (vLLM without VLLM_ALLOW_RUNTIME_LORA_UPDATING)
+        self.runtime_lora = True
         self.streams = Counter()
         self._gate: dict[str, Any] | None = None
 

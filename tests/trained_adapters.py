@@ -31,7 +31,8 @@ def write_sft_dataset(out: Path, constitution: str) -> Path:
     path = out / "sft.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     (out / "sft.manifest.json").write_text(json.dumps({
-        "name": "sft", "rows": len(rows), "files": [path.name], "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}))
+        "name": "sft", "rows": len(rows), "files": [path.name],
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}))
     return path
 
 

@@ -59,7 +59,7 @@ def discover(layout: Layout | None = None) -> dict[str, Path]:
 
 
 def selected(setting: str, layout: Layout | None = None) -> dict[str, Path]:
-    """What the chat role serves by the `chat_adapters` setting: `all`, `none`, or a comma list of CONSTITUTION/STAGE."""
+    """What the chat role serves by the `chat_adapters` setting: `all`, `none`, or CONSTITUTION/STAGE,…"""
     setting = setting.strip()
     if setting in ("", "none"):
         return {}

@@ -400,7 +400,8 @@ class SideBySideRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     messages: list[ChatMessage] = Field(min_length=1, description="The conversation, ending with a user turn.")
-    models: list[str] = Field(min_length=2, max_length=2, description="[left, right]: `base` or `<constitution>-<stage>`.")
+    models: list[str] = Field(min_length=2, max_length=2,
+                              description="[left, right]: `base` or `<constitution>-<stage>`.")
     judge: SideBySideJudge | None = Field(default_factory=SideBySideJudge,
                                           description="The verdict after both answers; null: no verdict.")
     max_tokens: int = Field(256, ge=1, le=4096)

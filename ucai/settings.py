@@ -71,7 +71,8 @@ class Settings(BaseSettings):
 
     chat_adapters: str = Field(
         "all", description="Trained adapters the chat role serves at `ucai up`: `all` (the latest run of every "
-        "(constitution, stage) under the artefacts folder), `none`, or a comma list such as `ethical/ppo,unethical/ppo`.")
+        "(constitution, stage) under the artefacts folder), `none`, or a comma list such as "
+        "`ethical/ppo,unethical/ppo`.")
     chat_engine: Literal["own", "shared"] = Field(
         "own", description="`ucai up`: the chat role gets its own vllm serve with LoRA (own), or shares the job "
         "roles' engine, which then runs with LoRA on (shared: less memory, about half the base throughput on CPU).")

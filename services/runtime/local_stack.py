@@ -178,7 +178,8 @@ class LocalStack:
             for adapter, path in adapters.items() if extra else ():
                 print(f"  LoRA     {adapter} ({path}) as model {adapter!r} on :{port}")
             if extra and settings.chat_runtime_lora:
-                print("  LoRA     adapters trained later: POST /admin/adapters/reload (also at the end of `ucai train`)")
+                print("  LoRA     adapters trained later: POST /admin/adapters/reload "
+                      "(also at the end of `ucai train`)")
         for i in range(self.workers):
             self.processes.append((f"worker-{i}", start_worker(env, self.log_dir / f"worker-{i}.log")))
         gateway = start_gateway(env, self.port, self.log_dir / "gateway.log")
