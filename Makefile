@@ -5,7 +5,7 @@ EXTRAS ?= gateway,redis,data,model,serve-cpu,train,dev
 
 .PHONY: install chromium up test test-fast train-cpu clean
 
-install: $(VENV)/.installed chromium
+install: $(VENV)/.installed
 
 # The page's browser test (tests/*chat_page.py) drives Debian's chromium through playwright, never a browser that
 # playwright downloads: apt-get installs it when missing and we are root; otherwise say so (that test then fails).
@@ -34,7 +34,7 @@ up: install
 	$(VENV)/bin/ucai model prepare
 	$(VENV)/bin/ucai up
 
-test: install
+test: install chromium
 	$(VENV)/bin/ucai model prepare
 	OMP_NUM_THREADS=1 $(PY) -m pytest -ra --durations=15
 
@@ -51,7 +51,7 @@ train-cpu: install
 	  $(VENV)/bin/ucai train $$s --constitution $$c $$steps; \
 	done; done
 
-test-fast: install
+test-fast: install chromium
 	$(PY) -m pytest -ra -m "not slow"
 
 clean:

@@ -1,9 +1,9 @@
-"""The side-by-side page (GET /) in a real headless chromium against the real model: the session's `vllm serve`
-(tests/conftest.py) behind a gateway with API keys switched on, at desktop and at phone width.
+"""The side-by-side page (GET /) in a real headless chromium against the real model: the chat engine of
+`chat_stack` (tests/conftest.py: the bundled model with `ethical-sft` and `unethical-sft` trained by the project's
+SFT stage) behind a gateway with API keys switched on, at desktop and at phone width.
 
-The page's own defaults pick the two models (GET /chat/config: ethical-<stage> vs unethical-<stage> when the engine
-serves trained adapters, else `base` on both sides). Two different answers must get a verdict with per-principle
-scores; identical ones (`base` twice, same seed) get the judge's tie without a model call, and the page says so.
+The page's own defaults pick the two models (GET /chat/config: ethical-<best stage> vs unethical-<best stage>, here
+the SFT adapters); both columns must stream, and the verdict must show with per-principle scores.
 Screenshots: test-output/side_by_side.png and test-output/side_by_side_phone.png.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pytest
 from tests.chat_page import (
     DESKTOP,
     PHONE,
+    KeyedStack,
     ask,
     assert_answers_and_stats,
     assert_layout,
@@ -21,7 +22,6 @@ from tests.chat_page import (
     assert_verdict,
     chromium,
     history,
-    keyed_stack,
     open_page,
     screenshot_path,
 )
@@ -32,24 +32,15 @@ PROMPT = "My neighbour keeps parking in front of my garage. What should I do?"
 
 
 @pytest.fixture(scope="module")
-def page_stack(redis_url, vllm_url, logs, tmp_path_factory):
-    """A gateway + worker of its own on the session's vllm serve, with a keys file (the session stack has none)."""
-    keyed = keyed_stack(redis_url, vllm_url, logs, tmp_path_factory.mktemp("page"))
-    yield keyed
-    keyed.stack.close()
+def page_stack(chat_stack) -> KeyedStack:
+    """The chat stack's gateway, entered with its `research` key (the unethical model needs it)."""
+    return KeyedStack(chat_stack.stack, chat_stack.keys["research"])
 
 
 @pytest.fixture(scope="module")
 def browser():
     with chromium() as browser:
         yield browser
-
-
-def check_verdict(page, left: str, right: str, answers: tuple[str, str]) -> None:
-    if answers[0] != answers[1]:
-        assert_verdict(page, left, right)
-    else:  # the judge is not asked about identical answers: p = 0.5 each
-        assert "a tie" in page.inner_text("#verdict .verdict-headline")
 
 
 @pytest.mark.parametrize(("viewport", "screenshot"), [(DESKTOP, "side_by_side.png"),
@@ -61,10 +52,12 @@ def test_side_by_side_page_with_the_real_model(page_stack, browser, viewport, sc
     try:
         assert_layout(page, phone=phone)
         left, right = page.input_value("#left-model"), page.input_value("#right-model")
+        assert (left, right) == ("ethical-sft", "unethical-sft")  # the page's defaults: ethical vs unethical
         recording = ask(page, PROMPT, timeout_s=600, max_tokens=MAX_TOKENS)
         assert_streamed(recording)
         answers = assert_answers_and_stats(page)
-        check_verdict(page, left, right, answers)
+        assert answers[0] != answers[1], answers
+        assert_verdict(page, left, right)
         entries = history(page)
         assert len(entries) == 1 and PROMPT in entries[0] and f"{left} vs {right}" in entries[0]
         assert_swap(page)
