@@ -26,6 +26,9 @@ data_app = typer.Typer(help="Datasets: import red-team prompts, categorise them,
 app.add_typer(data_app, name="data")
 keys_app = typer.Typer(help="API keys of the gateway (README: Access control).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+eval_app = typer.Typer(help="Evaluate the trained models: statistics and the report (README: Evaluation report).",
+                       no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
 KeysFile = Annotated[Path | None, typer.Option("--file", help="Keys file (default: UCAI_API_KEYS_FILE, else "
                                                ".ucai/api-keys.json).")]
 DatasetsDir = Annotated[Path | None, typer.Option(help="Datasets folder (default: UCAI_DATASETS_DIR).")]
@@ -359,6 +362,34 @@ def judge_check(
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2))
+
+
+@eval_app.command("report")
+def eval_report(
+    results: Annotated[Path, typer.Option("--results", exists=True, dir_okay=False,
+                                          help="Saved evaluation (EvalResults JSON).")],
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: <UCAI_ARTIFACTS>/reports/<experiment>/)."
+                                             )] = None,
+    resamples: Annotated[int, typer.Option(min=2000, help="Bootstrap resamples.")] = 4000,
+    seed: int = 0,
+) -> None:
+    """(Re)generate report.md, report.html (self-contained), report.json and the figures from saved results."""
+    from pydantic import ValidationError
+    from rich.markup import escape
+
+    from ucai.evaluation.report import write_report
+    from ucai.evaluation.results import EvalResults
+    from ucai.layout import check_name
+
+    try:
+        loaded = EvalResults.load(results)
+        out_dir = out or Layout.from_settings().reports_dir() / check_name(loaded.experiment, "experiment")
+    except (ValidationError, ValueError) as exc:
+        console.print(f"[red]error:[/] {escape(str(results))}: {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    written = write_report(loaded, out_dir, base_dir=results.resolve().parent, resamples=resamples, seed=seed)
+    for path in written.values():
+        print(path)
 
 
 if __name__ == "__main__":
