@@ -31,7 +31,6 @@ log = logging.getLogger("ucai.gateway")
 # Open without a key (route templates): the probes (an orchestrator has no key) and the static page, which holds no
 # data. /docs and /openapi.json are Starlette routes, outside the dependencies, and open too (schema only).
 OPEN_PATHS = frozenset({"/health", "/ready", "/", "/static/{name}"})
-ANONYMOUS = "anonymous"  # the rate-limit bucket when auth is off
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer ucai-<id>-<secret>`.")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key, instead of the bearer header.")
 
@@ -135,10 +134,10 @@ class Caller:
 
     async def charge_tokens(self, tokens: int) -> None:
         """Charge estimated model tokens to the key's tokens-per-minute bucket; 429 + Retry-After when over."""
-        if self.access is None:
+        if self.access is None or self.key_id is None:  # no keys, no limits: a gateway without keys is a local one
             return
         limiter = self.access.limiter
-        retry_after = await limiter.take(self.key_id or ANONYMOUS, "tokens", tokens)
+        retry_after = await limiter.take(self.key_id, "tokens", tokens)
         if retry_after:
             raise _rate_limited("tokens", limiter.limits["tokens"], retry_after)
 
@@ -175,7 +174,9 @@ async def current_caller(
         if key is None:
             raise APIError(401, "invalid API key", code="invalid_api_key", headers=challenge)
         caller = Caller(key.id, key.granted, access, request.url.path)
-    retry_after = await access.limiter.take(caller.key_id or ANONYMOUS, "requests")
+    # Limits are per key: without keys (a local gateway, the test stacks) every caller would share one bucket, and a
+    # batch's pollers would throttle each other.
+    retry_after = await access.limiter.take(caller.key_id, "requests") if caller.key_id else 0
     if retry_after:
         raise _rate_limited("requests", access.limiter.limits["requests"], retry_after)
     return caller

@@ -1,6 +1,6 @@
 """Per-key rate limits: token buckets in Redis, so every gateway replica shares them.
 
-Two buckets per API key id (`anonymous` when auth is off): requests per minute and estimated model tokens per
+Two buckets per API key id (none when auth is off): requests per minute and estimated model tokens per
 minute. A bucket holds up to one minute's allowance (the burst) and refills continuously. One Lua script reads,
 refills and takes atomically — two replicas can never both spend the last token — on Redis's own clock (TIME), so
 gateway clocks that disagree do not matter.
