@@ -127,6 +127,11 @@ class Layout:
     def reports_dir(self) -> Path:
         return self.artifacts_dir / "reports"
 
+    def latest_report(self) -> Path | None:
+        """The newest `<reports_dir>/<experiment>/report.html`, or None."""
+        reports = sorted(self.reports_dir().glob("*/report.html"), key=lambda p: p.stat().st_mtime)
+        return reports[-1] if reports else None
+
     def calibration_dir(self) -> Path:
         """Fitted judge parameters (the contrastive judge's τ per judge model and constitution)."""
         return self.artifacts_dir / "calibration"

@@ -3,6 +3,7 @@ says what the comparison page offers; GET /reports/latest serves the latest expe
 from __future__ import annotations
 
 import time
+from typing import get_args
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
@@ -13,10 +14,10 @@ from gateway.dependencies import ConstitutionsDep, JobsDep, LayoutDep, RolesDep,
 from gateway.errors import APIError
 from gateway.side_by_side import SIDES, SideStream, compare_request, merged_events, verdict
 from gateway.validation import resolve_constitution
-from ucai.schemas import ChatConfig, ErrorEnvelope, SideBySideJudge, SideBySideRequest
+from ucai.schemas import ChatConfig, ErrorEnvelope, JudgeMethod, SideBySideJudge, SideBySideRequest
 
 router = APIRouter(tags=["chat"])
-METHODS = ["contrast", "logprob", "cot", "option"]
+METHODS = list(get_args(JudgeMethod))
 CHARS_PER_TOKEN = 4  # rate-limit estimate of the prompt's tokens, before the engine counts them
 
 
@@ -30,7 +31,7 @@ async def chat_config(roles: RolesDep, constitutions: ConstitutionsDep, layout: 
     return ChatConfig(models=models, defaults={"left": left, "right": right}, constitutions=usable,
                       judge=SideBySideJudge(constitution="ethical" if "ethical" in usable else usable[0],
                                             method=settings.judge.method),
-                      methods=METHODS, report="/reports/latest" if _latest_report(layout) else None)
+                      methods=METHODS, report="/reports/latest" if layout.latest_report() else None)
 
 
 @router.post("/chat/side-by-side", responses={
@@ -70,14 +71,9 @@ async def side_by_side(body: SideBySideRequest, roles: RolesDep, jobs: JobsDep, 
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def _latest_report(layout) -> object | None:
-    reports = sorted(layout.reports_dir().glob("*/report.html"), key=lambda p: p.stat().st_mtime)
-    return reports[-1] if reports else None
-
-
 @router.get("/reports/latest", response_class=FileResponse, responses={404: {"model": ErrorEnvelope}})
 async def latest_report(layout: LayoutDep, caller: CallerDep) -> FileResponse:
-    report = _latest_report(layout)
+    report = layout.latest_report()
     if report is None:
         raise APIError(404, "no experiment report yet (`ucai experiment run`)", code="report_not_found")
     return FileResponse(report, media_type="text/html")
