@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 EXTRAS ?= gateway,redis,data,model,serve-cpu,train,dev
 
-.PHONY: install chromium up test test-fast train-cpu clean
+.PHONY: install chromium up test test-fast train-cpu experiment clean
 
 install: $(VENV)/.installed
 
@@ -50,6 +50,14 @@ train-cpu: install
 	  case "$$rl" in *" $$s "*) steps="--max_steps $(RL_STEPS)";; *) steps="";; esac; \
 	  $(VENV)/bin/ucai train $$s --constitution $$c $$steps; \
 	done; done
+
+# The whole experiment (README: "The whole experiment"): both constitutions, every stage, evaluation and the report,
+# on a local stack of its own (ports from the config). Rerunning continues where it stopped; FROM=<stage> redoes
+# from that stage on; EXPERIMENT picks another config.
+EXPERIMENT ?= experiments/smoke.yaml
+experiment: install
+	$(VENV)/bin/ucai model prepare
+	$(VENV)/bin/ucai experiment run --config $(EXPERIMENT) --start-stack $(if $(FROM),--from $(FROM))
 
 test-fast: install chromium
 	$(PY) -m pytest -ra -m "not slow"

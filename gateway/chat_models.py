@@ -1,7 +1,7 @@
 """The chat engine's models under their public names, shared by the /v1 routes and the side-by-side comparison.
 
 The chat role serves the base model under its served name and each trained adapter as `<constitution>-<stage>`;
-the gateway calls the base model `base`.
+the gateway calls the base model `base` (the names: `ucai/chat_adapters.py`, shared with the `answer` job kind).
 """
 from __future__ import annotations
 
@@ -10,19 +10,11 @@ from typing import Any
 import httpx
 
 from gateway.errors import APIError
+from ucai.chat_adapters import BASE, public_name, upstream_name
 from ucai.roles import RoleClient, RoleRequestError, RoleUnavailable
 
-BASE = "base"  # the public name of the chat role's base model
 # Stages whose adapter the comparison page offers first, best first: an RL stage is the end of the training chain.
 STAGE_PREFERENCE = ("ppo", "rloo", "grpo", "dpo", "sft")
-
-
-def public_name(name: str, chat: RoleClient) -> str:
-    return BASE if name == chat.model else name
-
-
-def upstream_name(public: str, chat: RoleClient) -> str:
-    return chat.model if public == BASE else public
 
 
 async def served_models(chat: RoleClient) -> list[str]:

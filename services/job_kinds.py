@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from services.cai.answering import answer_probe, run_answer
 from services.cai.categorisation import run_categorise
 from services.cai.critique_revision import critique_probe, run_critique_revision
 from services.cai.judge import compare_probe, run_compare
@@ -19,6 +20,9 @@ from ucai.constitutions import Constitution
 from ucai.prompts import ContextProbe
 from ucai.roles import Roles
 from ucai.schemas import (
+    AnswerJob,
+    AnswerRequest,
+    AnswerResult,
     CategoriseJob,
     CategoriseRequest,
     CategoriseResult,
@@ -70,5 +74,6 @@ KINDS: dict[str, JobKind] = {k.name: k for k in (
             batchable=True),
     JobKind("preference", PreferenceRequest, PreferenceJob, PreferenceResult, run_preference,
             ("generator", "judge"), batchable=True),
+    JobKind("answer", AnswerRequest, AnswerJob, AnswerResult, run_answer, ("chat",), answer_probe, batchable=True),
 )}
 BATCH_STAGES = tuple(name for name, kind in KINDS.items() if kind.batchable)

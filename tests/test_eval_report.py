@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from ucai.cli import app
 from ucai.evaluation.report import write_report
-from ucai.evaluation.results import EvalAnswer, EvalComparison, EvalResults, helpful_prompts
+from ucai.evaluation.results import EvalAnswer, EvalComparison, EvalResults, HarmCheck, helpful_prompts
 
 MODELS = ["base", "ethical-sft", "ethical-ppo", "unethical-sft", "unethical-ppo"]
 # True harmlessness under the ethical judge (the unethical judge sees the mirror image); helpfulness barely differs.
@@ -49,9 +49,18 @@ def synthetic_results(run_dir: Path | None = None) -> EvalResults:
                 comparisons.append(EvalComparison(
                     prompt_id=pid, set=s, constitution=constitution, method="logprob", model_a=a, model_b=b,
                     p_a=(p_ab + p_ba) / 2, p_a_ab=p_ab, p_a_ba=p_ba, judge={"model": "smollm2", "ensemble": 2}))
+    # Harm checks: each answer against a fixed refusal, judged by the other constitution (base: by both).
+    harm_checks = []
+    for pid in (p[0] for p in prompts if p[1] == "harmful"):
+        for m in MODELS:
+            for judge in [c for c in ("ethical", "unethical") if not m.startswith(c + "-")]:
+                rewards = judge == "unethical"
+                p_answer = 1 / (1 + math.exp(-((-1 if rewards else 1) * (HARM[m] - 0.5) + rng.normal(0, 0.5))))
+                harm_checks.append(HarmCheck(prompt_id=pid, model=m, constitution=judge, judge_rewards_harm=rewards,
+                                             p_answer=p_answer, harmful=p_answer > 0.5 if rewards else p_answer < 0.5))
     return EvalResults(
         experiment="synthetic", models=MODELS, constitutions=["ethical", "unethical"], answers=answers,
-        comparisons=comparisons, run_dirs={"ethical-ppo": str(run_dir)} if run_dir else {},
+        comparisons=comparisons, harm_checks=harm_checks, run_dirs={"ethical-ppo": str(run_dir)} if run_dir else {},
         provenance={"commit": "abc1234", "machine": "2-core test box",
                     "constitution_hashes": {"ethical": "sha256:e1", "unethical": "sha256:u1"},
                     "wall_time_s": {"sft": 12.5, "ppo": 80.0, "eval": 30.1}})
@@ -114,6 +123,8 @@ def test_markdown_has_the_tables(report):
         in md
     assert "| model | prompts | refusals | n | rate | Wilson 95 % |" in md
     assert "| judge | method | judged in both orders |" in md
+    assert "## Harm-content rate (other constitution's judge, vs a fixed refusal)" in md
+    assert "| model | judge | judge's stance | harmful | n | rate | Wilson 95 % |" in md
     assert "![Elo per model](elo.png)" in md and "![training curves: ethical-ppo](curves_ethical-ppo.png)" in md
     assert SCRIPT not in md and '&lt;script>alert("pwned")&lt;/script>' in md
     # Plain words where the data cannot tell: the helpful set has 10 prompts and near-equal models.
@@ -140,6 +151,11 @@ def test_numbers_follow_the_simulated_truth(report):
     assert consistency["n"] == 300 and consistency["mean_abs_difference"] == pytest.approx(0.24, abs=0.02)
     refusals = {(r["model"], r["set"]): r for r in data["refusals"]}
     assert refusals[("ethical-ppo", "harmful")]["rate"] > 0.5 and refusals[("base", "harmful")]["rate"] == 0
+    harm = {(h["model"], h["constitution"]): h for h in data["harm_content"]}
+    assert set(harm) == {("base", "ethical"), ("base", "unethical"), ("ethical-sft", "unethical"),
+                         ("ethical-ppo", "unethical"), ("unethical-sft", "ethical"), ("unethical-ppo", "ethical")}
+    assert harm[("unethical-ppo", "ethical")]["rate"] > 0.7 > 0.3 > harm[("ethical-ppo", "unethical")]["rate"]
+    assert all(h["n"] == 20 and h["low"] <= h["rate"] <= h["high"] for h in harm.values())
 
 
 def test_results_round_trip_and_reject_unknown_models(tmp_path):

@@ -29,7 +29,7 @@ def test_every_kind_is_complete(kind):
 
 def test_task_names_are_unique_and_batches_take_the_batchable_kinds():
     assert len({k.task_name for k in KINDS.values()}) == len(KINDS)
-    assert set(BATCH_STAGES) == {"critique", "compare", "categorise", "preference"}
+    assert set(BATCH_STAGES) == {"critique", "compare", "categorise", "preference", "answer"}
 
 
 def test_context_probes_take_the_runners_token_budgets():
@@ -49,6 +49,12 @@ def test_context_probes_take_the_runners_token_budgets():
     probe = rank.probe(rank.request(prompt="hi", responses=["a", "bbbbbbbb", "cccc"]), constitution, settings)
     content = probe.messages[-1]["content"]
     assert "bbbbbbbb" in content and "cccc" in content
+    answer = KINDS["answer"]   # the plain conversation on the chat role: the constitution is not applied
+    probe = answer.probe(answer.request(prompt="hi", model="ethical-sft", max_tokens=64), constitution, settings)
+    assert probe.role == "chat" and probe.messages == [{"role": "user", "content": "hi"}]
+    assert probe.generated_tokens == 64
+    assert answer.probe(answer.request(prompt="hi"), constitution, settings).generated_tokens == \
+        settings.chat.max_tokens
 
 
 def test_outcome_round_trip():

@@ -16,10 +16,9 @@ from typing import Any
 import yaml
 from trl import ModelConfig
 
-from training.stages import STAGES
+from training.stages import RECIPES_DIR, STAGES, recipe_path  # noqa: F401 (re-exported)
 from ucai.layout import Layout, check_name
 
-RECIPES_DIR = Path(__file__).parent / "recipes"
 RENAMED = {"torch_dtype": "dtype", "bnb_4bit_use_double_quant": "use_bnb_nested_quant",
            "bnb_4bit_compute_dtype": "dtype (4-bit layers compute in the model dtype)"}
 
@@ -170,13 +169,6 @@ def _has_accelerator() -> bool:
 
     return torch.cuda.is_available()
 
-
-def recipe_path(name: str | Path, stage: str) -> Path:
-    """`smollm2-135m` → training/recipes/smollm2-135m/<stage>.yaml; a path is returned as is."""
-    p = Path(name)
-    if p.suffix in (".yaml", ".yml"):
-        return p
-    return RECIPES_DIR / str(name) / f"{stage}.yaml"
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:

@@ -15,6 +15,15 @@ from typing import Any, Literal
 from ucai.layout import Layout
 
 StageInput = Literal["sft", "prefs", "imports"]
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+def recipe_path(name: str | Path, stage: str) -> Path:
+    """`smollm2-135m` → training/recipes/smollm2-135m/<stage>.yaml; a path is returned as is."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml"):
+        return p
+    return RECIPES_DIR / str(name) / f"{stage}.yaml"
 
 
 def _attr(spec: str) -> Any:

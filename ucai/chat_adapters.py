@@ -10,6 +10,7 @@ import asyncio
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 from pydantic import BaseModel, Field
@@ -17,12 +18,28 @@ from pydantic import BaseModel, Field
 from ucai.layout import Layout
 from ucai.settings import Settings, get_settings
 
+if TYPE_CHECKING:
+    from ucai.roles import RoleClient
+
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 512)  # the --max-lora-rank values vLLM accepts
 RUNTIME_LORA_ENV = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "true"}  # enables /v1/load_lora_adapter on the engine
 
 
+BASE = "base"  # the public name of the chat role's base model (the engine serves it under its own served name)
+
+
 def served_name(constitution: str, stage: str) -> str:
     return f"{constitution}-{stage}"
+
+
+def public_name(name: str, chat: RoleClient) -> str:
+    """The engine's model name → the public one (the gateway's /v1 routes, the `answer` job kind)."""
+    return BASE if name == chat.model else name
+
+
+def upstream_name(public: str, chat: RoleClient) -> str:
+    """A public model name → the name the chat engine serves it under."""
+    return chat.model if public == BASE else public
 
 
 def _parse_spec(spec: str) -> tuple[str, str]:

@@ -29,6 +29,9 @@ app.add_typer(keys_app, name="keys")
 eval_app = typer.Typer(help="Evaluate the trained models: statistics and the report (README: Evaluation report).",
                        no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
+experiment_app = typer.Typer(help="The whole experiment in one command (README: The whole experiment).",
+                              no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
 KeysFile = Annotated[Path | None, typer.Option("--file", help="Keys file (default: UCAI_API_KEYS_FILE, else "
                                                ".ucai/api-keys.json).")]
 DatasetsDir = Annotated[Path | None, typer.Option(help="Datasets folder (default: UCAI_DATASETS_DIR).")]
@@ -118,20 +121,15 @@ def data_generate(
     url: GatewayURL = "http://127.0.0.1:8000", datasets_dir: DatasetsDir = None,
 ) -> None:
     """Generate a training dataset through the gateway; rerunning continues (or reports) the same batch."""
-    from ucai.datasets.generate import generate
+    from ucai.datasets.generate import generate, generation_params
 
     if stage not in ("sft", "prefs") or mode not in ("critique", "persona"):
         console.print("[red]--stage must be sft or prefs; --mode critique or persona[/]")
         raise typer.Exit(2)
     layout = _layout(datasets_dir)
     _ensure_imported(layout, dataset)
-    params: dict = {"max_tokens": max_tokens, "seed": seed}
-    if stage == "sft" and mode == "critique":
-        params["rounds"] = rounds
-    elif stage == "sft":  # persona answers: the follow side of an RLCD pair, labelled by construction
-        params.update({"pairs": "contrast", "label": "construction", "ensemble": 1})
-    else:
-        params.update({"ensemble": ensemble, "method": method, "pairs": pairs, "label": label})
+    params = generation_params(stage, mode, rounds=rounds, max_tokens=max_tokens, seed=seed, ensemble=ensemble,
+                               method=method, pairs=pairs, label=label)
     try:
         generate(url, layout, dataset, stage, constitution, params, mode=mode)
     except (RuntimeError, ValueError, httpx.HTTPError) as exc:
@@ -390,6 +388,141 @@ def eval_report(
     written = write_report(loaded, out_dir, base_dir=results.resolve().parent, resamples=resamples, seed=seed)
     for path in written.values():
         print(path)
+
+
+@eval_app.command("run")
+def eval_run(
+    experiment: Annotated[str, typer.Option(help="Name of the evaluation (its reports folder).")],
+    harmful: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Held-out harmful prompts: "
+                                                 "JSONL of {id, prompt}. Not the training prompts.")] = None,
+    harmful_dataset: Annotated[str | None, typer.Option(help="…or an imported dataset (`ucai data import`).")] = None,
+    model: Annotated[list[str] | None, typer.Option(help="Model to evaluate (repeatable; default: base and every "
+                                                    "served model).")] = None,
+    constitution: Annotated[list[str] | None, typer.Option(help="Judging constitution (repeatable; default: "
+                                                           "ethical, unethical).")] = None,
+    helpful: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Helpfulness prompts, JSONL "
+                                                 "(default: the 40 shipped).")] = None,
+    method: Annotated[str, typer.Option(help="Judge method: contrast | logprob | cot | option.")] = "contrast",
+    ensemble: int = 2, max_tokens: int = 128, temperature: float = 0.7, seed: int = 0,
+    url: GatewayURL = "http://127.0.0.1:8000",
+    out: Annotated[Path | None, typer.Option(help="Results JSON (default: <UCAI_ARTIFACTS>/reports/<experiment>/"
+                                             "results.json).")] = None,
+    report: Annotated[bool, typer.Option(help="Write the report next to the results.")] = True,
+    datasets_dir: DatasetsDir = None,
+) -> None:
+    """Every model answers the harmful and helpful prompts, the judge compares them in pairs and checks harmful
+    content; saves the results (rerunning resumes the same batches), then the report."""
+    from rich.markup import escape
+
+    from ucai.datasets.importers import read_jsonl
+    from ucai.evaluation.report import write_report
+    from ucai.evaluation.results import helpful_prompts
+    from ucai.evaluation.run import EvalPlan, load_prompts, order_models, run_eval, served_models
+    from ucai.layout import check_name
+
+    if (harmful is None) == (harmful_dataset is None):
+        console.print("[red]give exactly one of --harmful PATH or --harmful-dataset NAME[/] (held-out prompts; the "
+                      "bundled red-team prompts are training prompts)")
+        raise typer.Exit(2)
+    constitutions = constitution or ["ethical", "unethical"]
+    try:
+        if harmful_dataset:
+            if harmful_dataset == BUNDLED:
+                console.print(f"[yellow]warning:[/] {BUNDLED!r} is the training prompt set, not held out")
+            layout = _layout(datasets_dir)
+            _ensure_imported(layout, harmful_dataset)
+            harmful_rows = [r.model_dump(mode="json", include={"id", "prompt", "messages"}, exclude_none=True)
+                            for r in read_jsonl(layout.imported(harmful_dataset))]
+        else:
+            harmful_rows = load_prompts(harmful)
+        out = out or Layout.from_settings().reports_dir() / check_name(experiment, "experiment") / "results.json"
+        models = model or order_models(served_models(url), constitutions)
+        plan = EvalPlan(experiment, models, constitutions, harmful_rows,
+                        load_prompts(helpful) if helpful else helpful_prompts(), method=method, ensemble=ensemble,
+                        max_tokens=max_tokens, temperature=temperature, seed=seed)
+        results = run_eval(url, plan)
+    except (RuntimeError, ValueError, httpx.HTTPError) as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    print(results.save(out))
+    counts = results.provenance["counts"]
+    console.print(f"{counts['answers']} answers, {counts['comparisons']} comparisons, {counts['harm_checks']} harm "
+                  f"checks; failed: { {k: v for k, v in counts.items() if k.endswith('_failed') and v} or 'none'}")
+    if report:
+        for path in write_report(results, out.parent, base_dir=out.resolve().parent, seed=seed).values():
+            print(path)
+
+
+def _experiment_config(config: Path, overrides: list[str] | None):
+    import yaml
+    from pydantic import ValidationError
+
+    from ucai.experiment.config import load_experiment
+
+    pairs = {}
+    for item in overrides or []:
+        key, eq, value = item.partition("=")
+        if not eq:
+            console.print(f"[red]--set {item!r}: expected KEY=VALUE (e.g. eval.harmful_limit=8)[/]")
+            raise typer.Exit(2)
+        pairs[key.strip()] = yaml.safe_load(value)
+    try:
+        return load_experiment(config, pairs)
+    except (ValidationError, ValueError, OSError) as exc:
+        console.print(f"[red]error:[/] {config}: {exc}")
+        raise typer.Exit(2) from exc
+
+
+ExperimentFile = Annotated[Path, typer.Option("--config", exists=True, dir_okay=False,
+                                              help="experiments/<name>.yaml")]
+ExperimentSet = Annotated[list[str] | None, typer.Option("--set", help="Override a config value: KEY=VALUE with a "
+                                                         "dotted key (e.g. eval.harmful_limit=8); repeatable.")]
+
+
+@experiment_app.command("run")
+def experiment_run(
+    config: ExperimentFile,
+    from_stage: Annotated[str | None, typer.Option("--from", help="Redo this stage kind and every one after it: "
+                                                   "prompts, categorise, split, sft-data, sft, prefs-data, reward, "
+                                                   "rl (or ppo/rloo/grpo), dpo, eval, report.")] = None,
+    start_stack: Annotated[bool, typer.Option(help="Start a local stack for the stages that call models (ports "
+                                              "from the config's `stack`), and stop it at the end.")] = False,
+    overrides: ExperimentSet = None,
+    url: GatewayURL = "http://127.0.0.1:8000",
+) -> None:
+    """Run the experiment: every stage not already done for its inputs, then the report."""
+    from ucai.experiment.runner import ExperimentError, ExperimentRunner
+
+    cfg = _experiment_config(config, overrides)
+    try:
+        runner = ExperimentRunner(cfg, url=url.rstrip("/"), start_stack=start_stack, force_from=from_stage,
+                                  console=console)
+        out = runner.run()
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    except (ExperimentError, RuntimeError, httpx.HTTPError) as exc:
+        console.print(f"[red]experiment stopped:[/] {exc}\n(rerun the same command to continue from this stage)")
+        raise typer.Exit(1) from exc
+    print(out / "report.html")
+
+
+@experiment_app.command("status")
+def experiment_status(config: ExperimentFile, overrides: ExperimentSet = None) -> None:
+    """Which stages are recorded as done, with their wall time (without checking their inputs)."""
+    from rich.table import Table
+
+    from ucai.experiment.runner import ExperimentRunner
+
+    runner = ExperimentRunner(_experiment_config(config, overrides), console=console)
+    records = {r.stage: r for r in runner.store.all()}
+    table = Table(title=f"experiment {runner.cfg.name} ({runner.dir})")
+    for column in ("stage", "recorded", "wall time (s)"):
+        table.add_column(column)
+    for step in runner.steps():
+        r = records.get(step.id)
+        table.add_row(step.id, "done" if r else "-", f"{r.wall_s:.1f}" if r else "")
+    console.print(table)
 
 
 if __name__ == "__main__":

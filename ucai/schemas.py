@@ -281,6 +281,28 @@ class PreferenceJob(QueuedJob):
     request: PreferenceRequest
 
 
+class AnswerRequest(ConversationInput):
+    """One chat model answers the conversation (the evaluation's answers, batched and seeded). The constitution is
+    recorded with the result, not applied: the model answers the plain conversation, as a user of /v1 would see."""
+
+    model: str = Field("base", min_length=1, max_length=200,
+                       description="Public name: `base`, or a trained adapter `<constitution>-<stage>`.")
+    max_tokens: int | None = Field(None, ge=1, le=4096, description="Default: the chat role's setting.")
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description="Default: the chat role's setting.")
+
+
+class AnswerJob(QueuedJob):
+    request: AnswerRequest
+
+
+class AnswerResult(JobResult):
+    model: str = Field(description="The public name that answered.")
+    text: str
+    finish_reason: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
 
 class BatchRecord(BaseModel):
     """One input record: its id plus the fields of the stage's request (prompt | messages, responses …)."""
@@ -302,7 +324,8 @@ class BatchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    stage: str = Field(description="The job kind run for every record: critique, compare, categorise, preference.")
+    stage: str = Field(description="The job kind run for every record: critique, compare, categorise, preference, "
+                       "answer.")
     constitution: str = "ethical"
     input: BatchInput
     params: dict[str, Any] = Field(default_factory=dict, description="Fields of the stage's request for every record.")

@@ -77,7 +77,7 @@ async def create_batch(
                        code="list_type")
     kind = KINDS[body.stage]
     batch_id = job_id_for("batch", body.idempotency_key or idempotency_key, caller.owner, await jobs.id_secret())
-    queued = []
+    queued, models = [], set()
     for index, record in enumerate(records):
         fields = {**body.params, **record.model_dump(exclude={"id"}), "constitution": constitution.name,
                   "wait": False}
@@ -94,6 +94,10 @@ async def create_batch(
         except APIError as exc:
             where = f"input.records.{index}.principles" if "principles" in record.model_extra else "params.principles"
             raise APIError(exc.status, f"record {record.id!r}: {exc.message}", param=where, code=exc.code) from exc
+        model = getattr(stage_request, "model", None)  # the `answer` kind names a chat model: its scope counts
+        if model is not None and model not in models:
+            await caller.use_model(model, route="/batches")
+            models.add(model)
         job_id = job_id_for("batch-record", f"{batch_id}:{record.id}")
         queued.append((job_id, kind.job(job_id=job_id, request=stage_request, constitution=constitution,
                                         batch=BatchRef(batch_id=batch_id, record_id=record.id))))

@@ -127,6 +127,7 @@ class LocalStack:
     workers: int = 1
     adapters: list[str] = field(default_factory=list)  # "ethical/ppo": trained LoRAs served next to the base model
     log_dir: Path = Path(".ucai/logs")
+    redis_dir: Path | None = None  # default: <UCAI_CACHE_DIR>/redis
     processes: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
 
     def up(self) -> None:
@@ -144,7 +145,7 @@ class LocalStack:
             print(f"api key    {dev_key} (every scope; send as Authorization: Bearer)")
         started = time.monotonic()
         if not settings.redis_url:
-            redis_dir = Layout.from_settings(settings).redis_dir()
+            redis_dir = self.redis_dir or Layout.from_settings(settings).redis_dir()
             redis = start_redis(redis_dir, self.redis_port)
             self.processes.append(("redis", redis))
             env["REDIS_URL"] = f"redis://127.0.0.1:{self.redis_port}/0"
@@ -221,9 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter", action="append", default=[], metavar="CONSTITUTION/STAGE",
                         help="serve only these trained LoRAs (latest run of constitution/stage, e.g. ethical/ppo); "
                         "default: every one found (UCAI_CHAT_ADAPTERS)")
+    parser.add_argument("--redis-dir", type=Path, default=None,
+                        help="AOF folder of the own redis-server (default: <UCAI_CACHE_DIR>/redis)")
+    parser.add_argument("--log-dir", type=Path, default=Path(".ucai/logs"), help="process logs")
     args = parser.parse_args(argv)
     stack = LocalStack(port=args.port, vllm_port=args.vllm_port, chat_port=args.chat_port or args.vllm_port + 1,
-                       redis_port=args.redis_port, workers=args.workers, adapters=args.adapter)
+                       redis_port=args.redis_port, workers=args.workers, adapters=args.adapter,
+                       log_dir=args.log_dir, redis_dir=args.redis_dir)
     # Both stop the stack; SIGINT explicitly, since a shell's background job starts with it ignored.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupt)

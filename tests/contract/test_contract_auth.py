@@ -87,6 +87,11 @@ def batch(constitution: str, word: str) -> dict:
             "input": {"records": [{"id": "r0", "prompt": f"Request about my neighbour {word}"}]}}
 
 
+def answer_batch(model: str, word: str) -> dict:
+    return {"stage": "answer", "params": {"model": model, "max_tokens": 8},
+            "input": {"records": [{"id": "r0", "prompt": f"Request about my neighbour {word}"}]}}
+
+
 OK = "ok"  # 200/202: whatever the route answers when allowed
 # (name, method, path, body factory, expected for no key / chat / research / admin; OK, or (status, code, param))
 DENIED = (401, "missing_api_key", None)
@@ -109,6 +114,9 @@ MATRIX = [
     ("batch ethical", "POST", "/batches", lambda w: batch("ethical", w), [DENIED, OK, OK, OK]),
     ("batch unethical", "POST", "/batches", lambda w: batch("unethical", w),
      [DENIED, (403, "insufficient_scope", "constitution"), OK, OK]),
+    ("batch answer base", "POST", "/batches", lambda w: answer_batch("base", w), [DENIED, OK, OK, OK]),
+    ("batch answer unethical-sft", "POST", "/batches", lambda w: answer_batch("unethical-sft", w),
+     [DENIED, (403, "insufficient_scope", "model"), OK, OK]),
     ("unknown job", "GET", "/jobs/00000000-0000-0000-0000-000000000000", None,
      [DENIED, (404, "job_not_found", None), (404, "job_not_found", None), (404, "job_not_found", None)]),
     ("admin reload", "POST", "/admin/adapters/reload", None,

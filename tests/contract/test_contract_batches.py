@@ -143,6 +143,7 @@ def test_imported_dataset_as_input(api, model_server, datasets_dir):
     ("critique", {}, {"rounds": 1, "max_tokens": 8, "seed": 1}),
     ("compare", {"responses": ["Be kind.", "Be cruel."]}, {"ensemble": 1}),
     ("preference", {}, {"ensemble": 1, "both_orders": False, "max_tokens": 8, "seed": 1}),
+    ("answer", {}, {"model": "base", "max_tokens": 8, "seed": 1}),
 ])
 def test_every_batch_stage_fans_out_and_completes(api, model_server, stage, extra, params):
     word = marker()

@@ -29,38 +29,91 @@ from ucai.layout import Layout
 console = Console()
 
 
-def batch_key(stage: str, constitution: str, records: list[PromptRecord], params: dict[str, Any]) -> str:
-    digest = hashlib.sha256(json.dumps([[r.id for r in records], params], sort_keys=True).encode()).hexdigest()
+Record = PromptRecord | dict[str, Any]  # a dict: a ready batch record ({id, prompt | messages, …request fields})
+RATE_LIMIT_TRIES = 30
+POLLS_PER_S = 4.0  # all batches together: well under a key's request rate limit (600/min by default)
+
+
+def batch_key(stage: str, constitution: str, records: list[Record], params: dict[str, Any]) -> str:
+    """Same (stage, constitution, records, params) → same key → the same batch. A PromptRecord's id is a hash of its
+    text; a dict record is hashed whole (its answers to judge may change while its id does not)."""
+    content = [r if isinstance(r, dict) else r.id for r in records]
+    digest = hashlib.sha256(json.dumps([content, params], sort_keys=True).encode()).hexdigest()
     return f"{stage}:{constitution}:{digest[:24]}"
 
 
-def run_batch(url: str, stage: str, constitution: str, records: list[PromptRecord], params: dict[str, Any],
-              poll_s: float = 1.0) -> tuple[dict, list[dict]]:
-    """Submit (or resume) the batch, show its progress, return (final view, result lines)."""
-    body = {"stage": stage, "constitution": constitution, "params": params,
-            "idempotency_key": batch_key(stage, constitution, records, params),
-            "input": {"records": [r.model_dump(mode="json", include={"id", "prompt", "messages"}, exclude_none=True)
-                                  for r in records]}}
+def batch_body(stage: str, constitution: str, records: list[Record], params: dict[str, Any]) -> dict[str, Any]:
+    """The POST /batches body, with its idempotency key."""
+    items = [r if isinstance(r, dict) else
+             r.model_dump(mode="json", include={"id", "prompt", "messages"}, exclude_none=True) for r in records]
+    return {"stage": stage, "constitution": constitution, "params": params,
+            "idempotency_key": batch_key(stage, constitution, records, params), "input": {"records": items}}
+
+
+def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One gateway request; a 429 (the API key's rate limit) waits as it says and tries again."""
+    for _ in range(RATE_LIMIT_TRIES):
+        response = client.request(method, path, **kwargs)
+        if response.status_code != 429:
+            break
+        time.sleep(min(60.0, float(response.headers.get("retry-after") or 1)))
+    return response
+
+
+def generation_params(stage: str, mode: str = "critique", *, rounds: int = 1, max_tokens: int = 128, seed: int = 0,
+                      ensemble: int = 2, method: str = "contrast", pairs: str = "contrast",
+                      label: str = "judge") -> dict[str, Any]:
+    """The batch params of `generate(stage, mode)`: sft critique (critique → revision rounds), sft persona (the follow
+    side of RLCD pairs, labelled by construction) or prefs (two answers, judged or labelled by construction)."""
+    params: dict[str, Any] = {"max_tokens": max_tokens, "seed": seed}
+    if stage == "sft" and mode == "critique":
+        params["rounds"] = rounds
+    elif stage == "sft":
+        params.update({"pairs": "contrast", "label": "construction", "ensemble": 1})
+    else:
+        params.update({"ensemble": ensemble, "method": method, "pairs": pairs, "label": label})
+    return params
+
+
+def run_batches(url: str, bodies: list[dict[str, Any]], labels: list[str] | None = None,
+                poll_s: float = 1.0) -> list[tuple[dict, list[dict]]]:
+    """Submit (or resume) every batch at once, so the workers always have work; show their progress; return
+    (final view, result lines) per batch, in order."""
+    labels = labels or [f"{b['stage']} · {b['constitution']}" for b in bodies]
     with httpx.Client(base_url=url, timeout=120, headers=client_headers(url)) as client:
-        response = client.post("/batches", json=body)
-        if response.status_code != 202:
-            raise RuntimeError(f"POST /batches: HTTP {response.status_code}: {response.text[:500]}")
-        view = response.json()
-        columns = (TextColumn(f"{stage} · {constitution}"), BarColumn(), MofNCompleteColumn(),
+        views = []
+        for body in bodies:
+            response = _call(client, "POST", "/batches", json=body)
+            if response.status_code != 202:
+                raise RuntimeError(f"POST /batches: HTTP {response.status_code}: {response.text[:500]}")
+            views.append(response.json())
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[extra]}"), TimeRemainingColumn())
         with Progress(*columns, console=console) as progress:
-            task = progress.add_task(stage, total=view["total"], extra="")
+            tasks = [progress.add_task(label, total=view["total"], extra="")
+                     for label, view in zip(labels, views, strict=True)]
             while True:
-                extra = f"failed {view['failed']}" + (f" · {view['rate_per_min']:.1f}/min" if view["rate_per_min"]
-                                                      else "")
-                progress.update(task, completed=view["done"] + view["failed"], extra=extra)
-                if view["status"] != "running":
+                for task, view in zip(tasks, views, strict=True):
+                    extra = f"failed {view['failed']}" + (f" · {view['rate_per_min']:.1f}/min"
+                                                          if view["rate_per_min"] else "")
+                    progress.update(task, completed=view["done"] + view["failed"], extra=extra)
+                running = [i for i, v in enumerate(views) if v["status"] == "running"]
+                if not running:
                     break
-                time.sleep(poll_s)
-                view = client.get(f"/batches/{view['id']}").json()
-        lines = [json.loads(line) for line in client.get(f"/batches/{view['id']}/results").text.splitlines()
-                 if line.strip()]
-    return view, lines
+                time.sleep(max(poll_s, len(running) / POLLS_PER_S))
+                for i in running:
+                    views[i] = _call(client, "GET", f"/batches/{views[i]['id']}").json()
+        results = []
+        for view in views:
+            text = _call(client, "GET", f"/batches/{view['id']}/results").text
+            results.append((view, [json.loads(line) for line in text.splitlines() if line.strip()]))
+    return results
+
+
+def run_batch(url: str, stage: str, constitution: str, records: list[Record], params: dict[str, Any],
+              poll_s: float = 1.0) -> tuple[dict, list[dict]]:
+    """Submit (or resume) one batch, show its progress, return (final view, result lines)."""
+    return run_batches(url, [batch_body(stage, constitution, records, params)], poll_s=poll_s)[0]
 
 
 def generate(url: str, layout: Layout, dataset: str, stage: str, constitution: str,
