@@ -201,3 +201,19 @@ def test_helpful_prompts_shipped():
     prompts = helpful_prompts()
     assert len(prompts) == 40 and len({p["id"] for p in prompts}) == 40
     assert prompts[0]["id"] == "help-001" and all(p["prompt"].strip() for p in prompts)
+
+
+def test_figures_accept_a_point_estimate_outside_its_interval(tmp_path):
+    """With very few prompts the full-data Elo fit (or a rounded rate) can lie outside its bootstrap interval; the
+    figures draw it (clipped bars) instead of failing the whole report (matplotlib refuses negative error bars)."""
+    from ucai.evaluation.figures import elo_bars, harmless_vs_helpful
+    from ucai.evaluation.statistics import EloScore
+    from ucai.evaluation.summary import Summary
+
+    summary = Summary()
+    for prompt_set in ("harmful", "helpful"):
+        summary.elo[("ethical", prompt_set)] = {"base": EloScore(1000.0, 1004.0, 1010.0, 2),
+                                                "ethical-sft": EloScore(1012.0, 990.0, 1008.0, 2)}
+    models = ["base", "ethical-sft"]
+    for path in (elo_bars(summary, models, tmp_path), harmless_vs_helpful(summary, models, ["ethical"], tmp_path)):
+        assert path is not None and path.read_bytes()[:4] == b"\x89PNG"

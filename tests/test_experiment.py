@@ -94,7 +94,7 @@ def test_ci_experiment_resumes_after_a_kill_and_then_skips_everything(chat_stack
     assert "ethical-grpo vs base" in markdown and "ethical-grpo vs unethical-grpo" in markdown  # the headline
     pngs = list((report / "figures").glob("*.png")) if (report / "figures").is_dir() else list(report.glob("*.png"))
     assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
-    assert set(results.provenance["wall_time_s"]) >= set(steps)
+    assert set(results.provenance["wall_time_s"]) >= set(steps) - {"report"}  # written during the report stage
     assert results.provenance["commit"] and results.provenance["machine"]["cores"]
     runs, report_mtime = _run_dirs(artifacts), (report / "report.md").stat().st_mtime
 

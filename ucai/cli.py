@@ -495,13 +495,15 @@ def experiment_run(
 
     cfg = _experiment_config(config, overrides)
     try:
+        cfg.check_overrides()  # a typo in a training override fails now, not when its stage starts
         runner = ExperimentRunner(cfg, url=url.rstrip("/"), start_stack=start_stack, force_from=from_stage,
                                   console=console)
-        out = runner.run()
     except ValueError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
-    except (ExperimentError, RuntimeError, httpx.HTTPError) as exc:
+    try:
+        out = runner.run()
+    except (ExperimentError, RuntimeError, ValueError, OSError, httpx.HTTPError) as exc:
         console.print(f"[red]experiment stopped:[/] {exc}\n(rerun the same command to continue from this stage)")
         raise typer.Exit(1) from exc
     print(out / "report.html")

@@ -55,6 +55,17 @@ def winrate_heatmap(summary: Summary, models: list[str], constitution: str, prom
     return _save(fig, out / f"winrate_{safe(constitution)}_{safe(prompt_set)}.png")
 
 
+def _err(point: float, low: float, high: float) -> tuple[float, float]:
+    """Error-bar lengths below / above `point`. Clipped at 0: a bootstrap percentile interval need not contain the
+    point estimate (the full-data fit), e.g. with very few prompts, and matplotlib refuses negative lengths."""
+    return max(0.0, point - low), max(0.0, high - point)
+
+
+def _errs(points: list[tuple[float, float, float]]) -> list[list[float]]:
+    pairs = [_err(*p) for p in points]
+    return [[b for b, _ in pairs], [a for _, a in pairs]]
+
+
 def elo_bars(summary: Summary, models: list[str], out: Path) -> Path | None:
     """One panel per (constitution, set): Elo per model with its bootstrap 95 % interval."""
     plt = _plt()
@@ -66,7 +77,7 @@ def elo_bars(summary: Summary, models: list[str], out: Path) -> Path | None:
         scores = summary.elo[key]
         names = [m for m in models if m in scores][::-1]   # first model on top
         values = [scores[m].elo for m in names]
-        errors = [[scores[m].elo - scores[m].low for m in names], [scores[m].high - scores[m].elo for m in names]]
+        errors = _errs([(scores[m].elo, scores[m].low, scores[m].high) for m in names])
         ax.errorbar(values, range(len(names)), xerr=errors, fmt="o", capsize=3)
         ax.axvline(1000, color="grey", linewidth=0.8, linestyle=":")
         ax.set_yticks(range(len(names)), names, fontsize=8)
@@ -96,8 +107,8 @@ def harmless_vs_helpful(summary: Summary, models: list[str], constitutions: list
         harm, helpful = summary.elo[(c, "harmful")], summary.elo[help_key]
         for m in (m for m in models if m in harm and m in helpful):
             x, y = helpful[m], harm[m]
-            ax.errorbar(x.elo, y.elo, xerr=[[x.elo - x.low], [x.high - x.elo]],
-                        yerr=[[y.elo - y.low], [y.high - y.elo]], fmt="o", capsize=3, alpha=0.85)
+            ax.errorbar(x.elo, y.elo, xerr=_errs([(x.elo, x.low, x.high)]), yerr=_errs([(y.elo, y.low, y.high)]),
+                        fmt="o", capsize=3, alpha=0.85)
             ax.annotate(m, (x.elo, y.elo), textcoords="offset points", xytext=(5, 5), fontsize=8)
         ax.set_xlabel(f"helpfulness Elo ({help_key[0]} judge)")
         ax.set_ylabel(f"harmlessness Elo ({c} judge)")
@@ -120,7 +131,7 @@ def refusal_bars(summary: Summary, models: list[str], out: Path) -> Path | None:
         xs = [i + (k - (len(sets) - 1) / 2) * width for i, m in enumerate(names) if m in rows]
         present = [rows[m] for m in names if m in rows]
         ax.bar(xs, [r.rate for r in present], width, label=prompt_set,
-               yerr=[[r.rate - r.low for r in present], [r.high - r.rate for r in present]], capsize=3)
+               yerr=_errs([(r.rate, r.low, r.high) for r in present]), capsize=3)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("refusal rate (Wilson 95 %)")

@@ -1,7 +1,8 @@
 """The experiment YAML (`experiments/<name>.yaml`): every choice of one run of the whole experiment.
 
 Unknown keys are an error (a typo must not silently fall back to a default). Training overrides are any field of the
-stage's config (`ucai train STAGE --help`), passed as `--field value` on top of the recipe.
+stage's config (`ucai train STAGE --help`) but those the runner sets (RUNNER_FIELDS), passed as `--field value` on top
+of the recipe; `check_overrides()` checks their names against the configs (it imports TRL, so loading does not).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ucai.datasets.importers import FORMATS
 from ucai.layout import check_name
 from ucai.schemas import JudgeMethod
 
@@ -30,6 +32,19 @@ class PromptsConfig(_Strict):
     categorise: bool = Field(True, description="Score every prompt by principle with the judge (recorded per prompt).")
     keep: list[str] = Field(default_factory=list, description="After categorising, keep only prompts whose top "
                             "principle is one of these (empty: keep all).")
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, fmt: str) -> str:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r}; known formats: {', '.join(FORMATS)}")
+        return fmt
+
+    @model_validator(mode="after")
+    def _column(self) -> PromptsConfig:
+        if self.column is not None and self.format not in ("jsonl", "csv"):
+            raise ValueError(f"column applies only to the jsonl and csv formats, not {self.format!r}")
+        return self
 
 
 class SplitConfig(_Strict):
@@ -58,8 +73,23 @@ class DataConfig(_Strict):
     prefs: PrefsDataConfig = PrefsDataConfig()
 
 
+# Fields the runner sets itself for every training stage (from `model`, the experiment's datasets and runs): an
+# override of one would train on other data than the leak check saw, or write a run the runner never finds.
+RUNNER_FIELDS = ("model_name_or_path", "dataset_path", "dataset_name", "constitution", "run_id", "output_dir",
+                 "sft_model_path", "reward_model_path")
+
+
 class StageOverrides(_Strict):
     overrides: dict[str, Any] = Field(default_factory=dict, description="Config fields on top of the recipe.")
+
+    @field_validator("overrides")
+    @classmethod
+    def _not_runner_fields(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+        taken = [name for name in overrides if name in RUNNER_FIELDS]
+        if taken:
+            raise ValueError(f"{', '.join(map(repr, taken))} cannot be overridden: the experiment sets "
+                             f"{'it' if len(taken) == 1 else 'them'} (the base model is `model`)")
+        return overrides
 
 
 class RLConfig(StageOverrides):
@@ -146,6 +176,25 @@ class ExperimentConfig(_Strict):
     def overrides(self, stage: str) -> dict[str, Any]:
         section = {"sft": self.train.sft, "reward": self.train.reward, "dpo": self.train.dpo}.get(stage, self.train.rl)
         return dict(section.overrides)
+
+    def check_overrides(self) -> None:
+        """Every training override names a field of its stage's config (`ucai train STAGE --help`). Imports TRL (a few
+        seconds), so it is not part of loading: call it before the first stage runs, or a typo fails only when its
+        stage starts, hours in. Values are checked by the stage itself."""
+        import dataclasses
+
+        from training.config import config_class
+
+        problems = []
+        for stage in self.training_stages():
+            fields = {f.name for f in dataclasses.fields(config_class(stage))}
+            unknown = sorted(set(self.overrides(stage)) - fields)
+            if unknown:
+                section = stage if stage in ("sft", "reward", "dpo") else "rl"
+                problems.append(f"train.{section}.overrides: no field {', '.join(map(repr, unknown))} in the {stage} "
+                                f"config (see `ucai train {stage} --help`)")
+        if problems:
+            raise ValueError("; ".join(problems))
 
     def models(self) -> list[str]:
         """Every model the evaluation compares, base first: per constitution sft, the RL stage, dpo."""

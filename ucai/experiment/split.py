@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from ucai.datasets.importers import PromptRecord
 
@@ -55,18 +56,26 @@ class LeakError(ValueError):
     """A held-out prompt is in a training set."""
 
 
+def _user_turns(messages: Any) -> Iterable[str]:
+    for message in messages if isinstance(messages, list) else []:
+        if isinstance(message, dict) and message.get("role") == "user" and isinstance(message.get("content"), str):
+            yield message["content"]
+
+
 def dataset_prompts(path: Path) -> Iterable[str]:
-    """Every prompt of a dataset file (imports, SFT or preference JSONL): `prompt`, else the first user turn."""
+    """Every prompt of a dataset file (imports, SFT or preference JSONL): a string `prompt`, and every user turn of
+    `messages` or of a conversational `prompt` (a list of messages, TRL's preference format)."""
     with Path(path).open(encoding="utf-8") as f:
         for line in f:
             if not line.strip():
                 continue
             row = json.loads(line)
-            if isinstance(row.get("prompt"), str):
-                yield row["prompt"]
-            for message in row.get("messages") or []:
-                if message.get("role") == "user":
-                    yield message.get("content") or ""
+            prompt = row.get("prompt")
+            if isinstance(prompt, str):
+                yield prompt
+            else:
+                yield from _user_turns(prompt)
+            yield from _user_turns(row.get("messages"))
 
 
 def check_no_leak(heldout: Iterable[str], training_files: Iterable[Path]) -> int:
