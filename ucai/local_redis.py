@@ -28,6 +28,7 @@ def find_redis_server() -> str:
 
 def start_redis(data_dir: Path, port: int, timeout_s: float = 20.0) -> subprocess.Popen:
     """redis-server on 127.0.0.1:port with an append-only file in data_dir; returns once it answers PING."""
+    data_dir = Path(data_dir).resolve()  # redis-server chdirs to --dir: a relative --logfile would be read from there
     data_dir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),

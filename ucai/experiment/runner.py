@@ -63,7 +63,7 @@ class ExperimentRunner:
     console: Console = field(default_factory=Console)
 
     def __post_init__(self) -> None:
-        self.dir = self.layout.artifacts_dir / "experiments" / self.cfg.name
+        self.dir = (self.layout.artifacts_dir / "experiments" / self.cfg.name).resolve()
         self.store = StageStore(self.dir)
         self._stack: subprocess.Popen | None = None
         self._stack_ready = False
