@@ -303,7 +303,7 @@ class ExperimentRunner:
             command += [f"--{name}", value if isinstance(value, str) else json.dumps(value)]
         log = self.dir / "logs" / f"{constitution}.{stage}.log"
         self._run_logged(command, log, f"{constitution} · {stage}")
-        run_dir = self.layout.stage_dir(constitution, stage) / run_id
+        run_dir = (self.layout.stage_dir(constitution, stage) / run_id).resolve()
         manifest_path = run_dir / "manifest.json"
         if not manifest_path.is_file():
             raise ExperimentError(f"{constitution}.{stage}: finished without {manifest_path}; see {log}")
@@ -381,6 +381,8 @@ class ExperimentRunner:
         from ucai.evaluation.results import EvalResults
 
         results = EvalResults.load(Path(self.store.get("eval").outputs["results"]))
+        # Absolute run dirs: the report resolves them against its own folder (runs recorded relative to the cwd).
+        results.run_dirs = {k: str(Path(v).resolve()) for k, v in results.run_dirs.items()}
         extra = self._provenance()
         walls = {**results.provenance.get("wall_time_s", {}), **extra.pop("wall_time_s")}
         results.provenance.update(extra, wall_time_s=walls)
