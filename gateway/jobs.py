@@ -7,7 +7,6 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from taskiq.kicker import AsyncKicker
 
 from gateway.access import Caller
 from gateway.errors import APIError
@@ -22,7 +21,6 @@ from ucai.settings import Settings
 # A job the model refused answers 4xx: the request itself cannot be served (e.g. `method: contrast` on an engine
 # without prompt log-probabilities); anything else that failed a job is the service's (503).
 REQUEST_ERROR_STATUS = {"model_rejected_request": 400, "method_unsupported": 422}
-ENQUEUE_WAIT_S = 30.0  # longest a same-key submit waits for a concurrent one to finish queueing the job
 # OpenAPI answers of every queued endpoint besides its 200 result.
 QUEUED_RESPONSES = {202: {"model": JobView, "description": "Accepted (wait=false, or the wait timed out)."},
                     **{code: {"model": ErrorEnvelope} for code in (400, 413, 422, 503)}}
@@ -66,34 +64,12 @@ class JobService:
 
     async def submit(self, kind: JobKind, job_id: str, payload: BaseModel, label: str | None = None,
                      owner: str = "") -> bool:
-        """Queue a job once. Returns False when the id already existed (an idempotent repeat). `label` is the kind
+        """Queue a job once: its record and its stream entry are written in one step, so concurrent submits of one
+        id queue it once. Returns False when the id already existed (an idempotent repeat). `label` is the kind
         shown in GET /jobs (batch records: `batch-<stage>`); `owner` the API key id that may read it."""
-        created = await self.store.create(job_id, label or kind.name, payload.model_dump_json(), owner)
-        deadline = time.monotonic() + ENQUEUE_WAIT_S
-        while not await self.store.is_enqueued(job_id):
-            # New, or a submit that died between recording and queueing: whoever claims it queues it, once.
-            if await self.store.claim_enqueue(job_id):
-                try:
-                    if not await self.store.is_enqueued(job_id):
-                        await self._enqueue(kind, job_id, payload, created)
-                finally:
-                    await self.store.release_enqueue(job_id)
-                break
-            if time.monotonic() > deadline:
-                raise APIError(503, f"job {job_id} is being queued by another request; retry", code="busy",
-                               headers={"Retry-After": "1"})
-            await asyncio.sleep(0.02)  # a concurrent submit of the same key is queueing it right now
-        return created
-
-    async def _enqueue(self, kind: JobKind, job_id: str, payload: BaseModel, created: bool) -> None:
-        try:
-            kicker = AsyncKicker(task_name=kind.task_name, broker=self.broker, labels={}).with_task_id(job_id)
-            await kicker.kiq(payload.model_dump(mode="json"))
-        except Exception:
-            if created:
-                await self.store.discard(job_id)
-            raise
-        await self.store.mark_enqueued(job_id)
+        message = self.broker.message_for(kind.task_name, job_id, payload.model_dump(mode="json"))
+        return await self.store.submit(job_id, label or kind.name, payload.model_dump_json(), owner,
+                                       self.broker.queue_name, message)
 
     async def view(self, job_id: str, caller: Caller | None = None) -> JobView | None:
         """The job as GET /jobs shows it; None when unknown — or not the caller's (not 403: that would say it
@@ -104,8 +80,8 @@ class JobService:
         status = JobStatus(raw.get("status", JobStatus.QUEUED))
         error = ErrorDetail.model_validate_json(raw["error"]) if raw.get("error") else None
         result: dict[str, Any] | None = None
-        # The outcome is the truth about completion; the hash may say "completed" a moment early.
-        outcome = await self.store.outcome(job_id)
+        # The outcome is the truth about completion (written in one step with the final status).
+        outcome = await self.store.outcome(job_id, raw)
         if outcome is not None:
             status = JobStatus.COMPLETED if outcome.ok else JobStatus.FAILED
             result = outcome.result

@@ -25,7 +25,8 @@ optionally only those whose body contains a marker), and flip switches: `fail(50
 answers an error with Retry-After), `reject_containing` (400 for chat requests holding a marker: a permanent
 refusal), `labels_in_top = False` (no label in the top-k: the judge's constrained fallback),
 `prompt_logprobs_enabled = False` (an engine without prompt log-probabilities), `stream_delay_s` (between
-streamed chunks; `streams` counts started / finished / aborted streams), `delay_s`,
+streamed chunks; `streams` counts started / finished / aborted streams), `delay_s` (every request),
+`delay_containing` ({marker: seconds}: requests whose body holds the marker take that much longer),
 `hold(endpoint, n)` (answer the first n requests together: lines concurrent clients up), `stop()` / `start()` (the
 server is down: connection refused, same port when it is back).
 
@@ -186,6 +187,7 @@ class OpenAITestServer:
         self.reject_containing: str | None = None
         self.labels_in_top = True
         self.delay_s = 0.0
+        self.delay_containing: dict[str, float] = {}
         self.tokenize_enabled = True
         self.prompt_logprobs_enabled = True  # False: an engine that returns no prompt log-probabilities
         self.stream_delay_s = 0.01
@@ -310,6 +312,9 @@ class OpenAITestServer:
             await self._pass_gate(endpoint)
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
+            if self.delay_containing and body is not None:
+                text = json.dumps(body, ensure_ascii=False)
+                await asyncio.sleep(max((s for m, s in self.delay_containing.items() if m in text), default=0.0))
             if self.fail_status and (self.fail_endpoints is None or endpoint in self.fail_endpoints):
                 self._record(endpoint, body, self.fail_status)
                 headers = {"Retry-After": self.retry_after} if self.retry_after is not None else None

@@ -8,7 +8,9 @@ worth retrying later) from a request the role refused (`RoleRequestError`, perma
 from __future__ import annotations
 
 import asyncio
+import copy
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,12 +54,22 @@ class Completion:
 
 
 class RoleClient:
+    # Awaited before every model request, inside the request slot (the worker: raises unless it still holds the job's
+    # lease, so a job another worker took over makes no further model call).
+    guard: Callable[[], Awaitable[None]] | None = None
+
     def __init__(self, name: str, settings: RoleSettings, http: httpx.AsyncClient):
         self.name = name
         self.settings = settings
         self.http = http
         self._slots = asyncio.Semaphore(settings.concurrency)
         self.base_url = settings.base_url.rstrip("/")
+
+    def guarded(self, guard: Callable[[], Awaitable[None]]) -> RoleClient:
+        """This client — the same connection pool and request slots — with `guard` awaited before every request."""
+        clone = copy.copy(self)
+        clone.guard = guard
+        return clone
 
     @property
     def model(self) -> str:
@@ -183,6 +195,8 @@ class RoleClient:
         async with self._slots:
             for attempt in range(self.settings.max_retries + 1):
                 delay = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random())
+                if self.guard is not None:
+                    await self.guard()
                 try:
                     response = await self.http.post(
                         url, json=body, headers=self._headers(), timeout=self.settings.timeout_s
@@ -223,6 +237,12 @@ class Roles:
 
     def __getitem__(self, name: str) -> RoleClient:
         return self.clients[name]
+
+    def guarded(self, guard: Callable[[], Awaitable[None]]) -> Roles:
+        """These roles with `guard` awaited before every model request (`RoleClient.guard`); close the original."""
+        clone = copy.copy(self)
+        clone.clients = {name: client.guarded(guard) for name, client in self.clients.items()}
+        return clone
 
     @property
     def generator(self) -> RoleClient:

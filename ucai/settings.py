@@ -108,6 +108,15 @@ class Settings(BaseSettings):
     rate_limit_tpm: int = Field(200_000, ge=0, description="Estimated model tokens per minute per API key on "
                                 "/v1/chat/completions (max_tokens + prompt chars / 4; 0: no limit).")
 
+    # --- Queue: Redis connections of the broker and the workers (issue 13; README: Reliability) ---
+    redis_socket_timeout_s: float = Field(
+        10.0, gt=0, description="A Redis command that gets no answer this long raises (and is retried) instead of "
+        "hanging; the worker's blocking stream read waits at most half of it.")
+    redis_socket_connect_timeout_s: float = Field(5.0, gt=0, description="Timeout of connecting to Redis.")
+    redis_health_check_interval_s: int = Field(
+        30, ge=0, description="A pooled Redis connection idle this long is PINGed before use (0: never).")
+    # --- end of the queue block ---
+
     def role(self, name: str) -> RoleSettings:
         return getattr(self, name)
 

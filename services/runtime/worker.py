@@ -1,9 +1,11 @@
 """The worker process: consumes jobs from the Redis stream and runs them against the model roles.
 
 Run: `python -m services.runtime.worker` (REDIS_URL must point at the stack's Redis).
-A job is acknowledged only after its result is saved; if this process dies, another
-worker reclaims the job after `redelivery_idle_s` and runs it again. While a job runs, a
-heartbeat keeps it claimed, so a slow job is never stolen from a live worker.
+A job runs only under its lease (`ucai.queue.lease`): one worker at a time, renewed by a heartbeat that also keeps
+its stream entry claimed, checked before every model call, and compared when the outcome is written — so however
+deliveries race, a job calls the model for one attempt at a time and gets one outcome. A job is acknowledged only
+after its outcome is saved; if this process dies, its lease runs out with the redelivery timeout and another worker
+reclaims the job and runs it again.
 """
 from __future__ import annotations
 
@@ -25,7 +27,20 @@ from taskiq.acks import AcknowledgeType
 from taskiq.api import run_receiver_task
 
 from services.job_kinds import KINDS, JobKind, Runner
-from ucai.queue import MSG_ID_LABEL, BatchStore, JobOutcome, JobStatus, JobStore, ReclaimingStreamBroker, make_broker
+from ucai.queue import (
+    DELIVERY_LABEL,
+    MSG_ID_LABEL,
+    BatchStore,
+    JobLease,
+    JobOutcome,
+    JobStatus,
+    JobStore,
+    LeaseLost,
+    ReclaimingStreamBroker,
+    lease_ttl_ms,
+    make_broker,
+)
+from ucai.queue.broker import DiscardResults, redis_options
 from ucai.roles import RoleRequestError, Roles, RoleUnavailable
 from ucai.schemas import ErrorDetail, QueuedJob
 from ucai.settings import Settings, get_settings
@@ -34,83 +49,101 @@ log = logging.getLogger("ucai.worker")
 
 CRASH_RETRIES = 2
 CANCELLED = ErrorDetail(message="the batch was cancelled", type="cancelled", code="batch_cancelled")
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 
 
-async def _heartbeat(broker: ReclaimingStreamBroker, msg_id: str | None, every_s: float) -> None:
-    if not msg_id:
-        return
+async def _heartbeat(lease: JobLease, every_s: float) -> None:
+    """Renew the lease (and the stream entry's claim) until the job ends, or until the lease is lost."""
     while True:
         await asyncio.sleep(every_s)
-        with contextlib.suppress(Exception):  # a missed beat only risks an early reclaim
-            await broker.renew(msg_id)
+        try:
+            if not await lease.renew():
+                log.warning("%s: lease lost; another worker runs the job now", lease.job_key)
+                return  # the next model call or the outcome write stops this run (LeaseLost)
+        except Exception:  # noqa: BLE001 - a missed beat only risks an early reclaim
+            continue
 
 
-async def _run_job(context: Context, job: QueuedJob, runner: Runner) -> JobOutcome:
-    """Runs one job to an outcome, however long Redis is away.
+def _lease(context: Context, job: QueuedJob) -> JobLease:
+    """This delivery's lease on the job (its stream entry renewed with it)."""
+    broker: ReclaimingStreamBroker = context.broker  # type: ignore[assignment]
+    store: JobStore = context.state.store
+    return JobLease(store.redis, store.key(job.job_id), lease_ttl_ms(context.state.settings.redelivery_idle_s),
+                    stream=broker.queue_name, group=broker.consumer_group_name, consumer=broker.consumer_name,
+                    entry_id=context.message.labels.get(MSG_ID_LABEL))
 
-    An exception escaping a task makes taskiq save an error result and acknowledge the job, so a
-    Redis restart in the middle of the bookkeeping would lose the record. Instead the whole job is
-    retried until Redis answers again (each step is idempotent: stored outcome, HSETNX records).
+
+async def _run_job(context: Context, job: QueuedJob, runner: Runner) -> JobOutcome | None:
+    """Runs one job to an outcome, however long Redis is away; None when this delivery leaves the job alone.
+
+    An exception escaping a task makes taskiq acknowledge the job, so a Redis restart in the middle of the
+    bookkeeping would lose the record. Instead the whole job is retried until Redis answers again (under the same
+    lease token: each step is idempotent — the lease is taken again, the outcome written once).
     """
+    lease = _lease(context, job)
     delay = 0.5
     while True:
         try:
-            return await _run_job_once(context, job, runner)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
+            return await _run_job_once(context, job, runner, lease)
+        except REDIS_DOWN as exc:
             log.warning("job %s: redis unavailable (%s); retrying", job.job_id, exc)
             await asyncio.sleep(delay)
             delay = min(5.0, delay * 2)
+        except LeaseLost:
+            # Another worker holds the job: leave the entry to it (its heartbeat claims it), write nothing.
+            log.info("job %s runs on another worker; this delivery leaves it", job.job_id)
+            _leave(context)
+            return None
         except asyncio.CancelledError:
             # This worker is stopping: hand the job back instead of letting taskiq acknowledge it as failed.
-            await _abandon(context, job)
+            await _abandon(context, job, lease)
             raise
 
 
-async def _abandon(context: Context, job: QueuedJob) -> None:
+def _leave(context: Context) -> None:
+    """Do not acknowledge this delivery: the job is (or will be) run by another one."""
     broker: ReclaimingStreamBroker = context.broker  # type: ignore[assignment]
-    msg_id = context.message.labels.get(MSG_ID_LABEL)
-    if not msg_id:
-        return
-    broker.abandon(msg_id)
+    delivery = context.message.labels.get(DELIVERY_LABEL)
+    if delivery:
+        broker.abandon(delivery)
+
+
+async def _abandon(context: Context, job: QueuedJob, lease: JobLease) -> None:
+    _leave(context)
     log.warning("job %s abandoned at shutdown; another worker will rerun it", job.job_id)
-    with contextlib.suppress(Exception):  # only the status shown; the unacknowledged stream entry is what reruns it
-        await asyncio.wait_for(context.state.store.transition(job.job_id, JobStatus.QUEUED), timeout=2.0)
+    with contextlib.suppress(Exception):  # else the lease runs out and the entry is reclaimed after the timeout
+        if await asyncio.wait_for(lease.release(), timeout=2.0):
+            await asyncio.wait_for(context.state.store.transition(job.job_id, JobStatus.QUEUED), timeout=2.0)
 
 
-async def _run_job_once(context: Context, job: QueuedJob, runner: Runner) -> JobOutcome:
-    """Exactly-once bookkeeping around one job."""
+async def _run_job_once(context: Context, job: QueuedJob, runner: Runner, lease: JobLease) -> JobOutcome | None:
+    """Exactly-once bookkeeping around one job: take the lease, run, write the outcome while the lease is ours."""
     state = context.state
-    broker: ReclaimingStreamBroker = context.broker  # type: ignore[assignment]
     settings: Settings = state.settings
     store: JobStore = state.store
     batches: BatchStore = state.batches
-    # Redelivered after its outcome was saved but before the ack: don't run it twice.
-    stored = await store.outcome(context.message.task_id)
-    if stored is not None:
-        if job.batch:
-            await _record(batches, job, stored)
-        return stored
-    if job.batch and await batches.is_cancelled(job.batch.batch_id):
-        await store.transition(job.job_id, JobStatus.FAILED, CANCELLED)
-        return JobOutcome.failure(CANCELLED)
-
-    await store.transition(job.job_id, JobStatus.RUNNING, count="attempts")
-    beat = asyncio.create_task(_heartbeat(broker, context.message.labels.get(MSG_ID_LABEL), settings.heartbeat_s))
-    try:
-        outcome = await _run_with_retries(job, runner, state.roles, store, settings)
-    finally:
-        beat.cancel()
-    if job.batch:
-        await _record(batches, job, outcome)
-    if outcome.ok:
-        await _until_redis_answers(lambda: store.transition(job.job_id, JobStatus.COMPLETED, count="completions"))
+    taken = await lease.acquire()
+    if taken == "done":  # redelivered after its outcome was saved but before the ack: don't run it twice
+        return await store.outcome(job.job_id)
+    if taken == "held":
+        raise LeaseLost(job.job_id)
+    record = (job.batch.batch_id, job.batch.record_id) if job.batch else None
+    outcome = await store.outcome(job.job_id)  # finished by an earlier version: its outcome, written once more here
+    if outcome is None and job.batch and await batches.is_cancelled(job.batch.batch_id):
+        outcome, record = JobOutcome.failure(CANCELLED), None  # never started: no record
+    if outcome is None:
+        await store.transition(job.job_id, JobStatus.RUNNING, count="attempts")
+        beat = asyncio.create_task(_heartbeat(lease, settings.heartbeat_s))
+        try:
+            # Before every model call: still ours? (While Redis is away, wait for it rather than restart the job.)
+            roles = state.roles.guarded(lambda: _until_redis_answers(lease.check))
+            outcome = await _run_with_retries(job, runner, roles, store, settings)
+        finally:
+            beat.cancel()
+    written = await _until_redis_answers(lambda: store.finish(job.job_id, lease.token, outcome, record))
+    if written == -1:
+        raise LeaseLost(job.job_id)
     return outcome
-
-
-async def _record(batches: BatchStore, job: QueuedJob, outcome: JobOutcome) -> None:
-    """Exactly once per record (HSETNX), however often this job ran."""
-    assert job.batch is not None
-    await _until_redis_answers(lambda: batches.record(job.batch.batch_id, job.batch.record_id, outcome))
 
 
 async def _until_redis_answers(write: Callable[[], Awaitable[Any]], give_up_s: float = 300.0) -> Any:
@@ -140,31 +173,31 @@ async def _run_with_retries(job: QueuedJob, runner: Runner, roles: Roles, store:
             error = ErrorDetail(message=str(exc), type="service_unavailable", param=exc.role,
                                 code="model_unavailable")
             if time.monotonic() - waited_since > settings.role_wait_max_s:
-                await store.transition(job.job_id, JobStatus.FAILED, error)
                 return JobOutcome.failure(error)
             log.warning("job %s waiting for model role: %s", job.job_id, exc)
             await store.transition(job.job_id, JobStatus.WAITING_FOR_MODEL, error)
             await asyncio.sleep(settings.role_retry_s)
             await store.transition(job.job_id, JobStatus.RUNNING)
         except RoleRequestError as exc:
-            error = ErrorDetail(message=str(exc), type="invalid_request_error", param=exc.role, code=exc.code)
-            await store.transition(job.job_id, JobStatus.FAILED, error)
-            return JobOutcome.failure(error)
+            return JobOutcome.failure(ErrorDetail(message=str(exc), type="invalid_request_error", param=exc.role,
+                                                  code=exc.code))
+        except (LeaseLost, *REDIS_DOWN):
+            raise
         except Exception as exc:  # noqa: BLE001 - e.g. a malformed engine answer: retry, then report
             crashes += 1
             log.exception("job %s failed (try %d of %d)", job.job_id, crashes, CRASH_RETRIES + 1)
             if crashes > CRASH_RETRIES:
-                error = ErrorDetail(message=f"{type(exc).__name__}: {exc}", type="server_error", code="job_error")
-                await store.transition(job.job_id, JobStatus.FAILED, error)
-                return JobOutcome.failure(error)
+                return JobOutcome.failure(ErrorDetail(message=f"{type(exc).__name__}: {exc}", type="server_error",
+                                                      code="job_error"))
             await asyncio.sleep(2.0 * 2 ** (crashes - 1))
 
 
-def task_for(kind: JobKind) -> Callable[..., Awaitable[dict[str, Any]]]:
-    """The taskiq task of a job kind: validate the payload, run it with exactly-once bookkeeping, store the outcome
-    as JSON."""
-    async def task(payload: dict[str, Any], context: Context = TaskiqDepends()) -> dict[str, Any]:
-        return (await _run_job(context, kind.job.model_validate(payload), kind.runner)).stored()
+def task_for(kind: JobKind) -> Callable[..., Awaitable[dict[str, Any] | None]]:
+    """The taskiq task of a job kind: validate the payload, run it with exactly-once bookkeeping (the outcome is
+    saved in the job's record by `JobStore.finish`; what the task returns is only logged by taskiq)."""
+    async def task(payload: dict[str, Any], context: Context = TaskiqDepends()) -> dict[str, Any] | None:
+        outcome = await _run_job(context, kind.job.model_validate(payload), kind.runner)
+        return outcome.stored() if outcome is not None else None
 
     task.__name__ = f"{kind.name}_task"
     return task
@@ -173,15 +206,21 @@ def task_for(kind: JobKind) -> Callable[..., Awaitable[dict[str, Any]]]:
 async def serve(settings: Settings, concurrency: int) -> None:
     if not settings.redis_url:
         raise SystemExit("REDIS_URL is not set: start the whole stack with `ucai up`, or point REDIS_URL at Redis")
-    broker = make_broker(settings, settings.redis_url, concurrency=concurrency)
+    broker = make_broker(settings, settings.redis_url)
     for kind in KINDS.values():
         broker.register_task(task_for(kind), task_name=kind.task_name)
     broker.is_worker_process = True
     broker.state.settings = settings
     broker.state.roles = Roles(settings)
-    redis = Redis.from_url(settings.redis_url)
-    broker.state.store = JobStore(redis, settings.job_ttl_s, broker.result_backend)
+    redis = Redis.from_url(settings.redis_url, **redis_options(settings))
+    legacy_results = broker.result_backend  # outcomes saved by an earlier version, read only
+    broker.state.store = JobStore(redis, settings.job_ttl_s, legacy_results)
     broker.state.batches = BatchStore(redis, settings.job_ttl_s)
+    # The outcome is written by JobStore.finish while the lease is ours; taskiq's own write would skip that check.
+    broker.result_backend = DiscardResults()
+    if settings.heartbeat_s * 2 > lease_ttl_ms(settings.redelivery_idle_s) / 1000:
+        log.warning("UCAI_HEARTBEAT_S (%s) should be well under UCAI_REDELIVERY_IDLE_S (%s): a job's lease expires "
+                    "between beats, and its job may be taken over", settings.heartbeat_s, settings.redelivery_idle_s)
     await broker.startup()
     log.info("worker %s consuming %s (concurrency %d)", broker.consumer_name, settings.queue_name, concurrency)
     stop = asyncio.Event()
@@ -189,7 +228,8 @@ async def serve(settings: Settings, concurrency: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     receiver = asyncio.create_task(
-        run_receiver_task(broker, max_async_tasks=concurrency, ack_time=AcknowledgeType.WHEN_SAVED)
+        # max_prefetch=0: taskiq asks for a message only with a free slot, and the broker reads one per ask
+        run_receiver_task(broker, max_async_tasks=concurrency, max_prefetch=0, ack_time=AcknowledgeType.WHEN_SAVED)
     )
     await stop.wait()
     # Unfinished jobs stay unacknowledged in the stream: cancel them while Redis is still reachable (each hands
@@ -209,12 +249,13 @@ async def serve(settings: Settings, concurrency: int) -> None:
         log.warning("could not release unfinished jobs (%s); they are reclaimed after the redelivery timeout", exc)
     await broker.state.roles.aclose()
     await redis.aclose()
+    await legacy_results.shutdown()
     await broker.shutdown()
 
 
 async def check(settings: Settings) -> int:
     try:
-        async with Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0") as redis:
+        async with Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0", **redis_options(settings)) as redis:
             await redis.ping()
     except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
         print(f"unhealthy: {exc}", file=sys.stderr)

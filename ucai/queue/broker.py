@@ -1,8 +1,9 @@
 """The broker shared by the gateway (producer) and the workers (consumers).
 
-taskiq + taskiq-redis: a Redis *stream* broker (a job is acknowledged only after its
-result is saved; a job whose worker died is reclaimed by XAUTOCLAIM and rerun) and a
-Redis result backend, both JSON.
+taskiq + taskiq-redis: a Redis *stream* broker, JSON. A job is put on the stream together with its record
+(`JobStore.submit`), acknowledged only after its outcome is saved, and reclaimed and rerun when its worker died (its
+stream entry idle past `redelivery_idle_s`, its lease run out). Outcomes live in the job's record; taskiq's result
+backend is read only for jobs finished by an earlier version.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from taskiq import AckableMessage
+from taskiq import AckableMessage, TaskiqMessage, TaskiqResult
+from taskiq.abc.result_backend import AsyncResultBackend
 from taskiq.serializers import JSONSerializer
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
@@ -25,6 +27,7 @@ from ucai.settings import Settings
 logger = logging.getLogger("ucai.queue")
 
 MSG_ID_LABEL = "ucai_stream_id"
+DELIVERY_LABEL = "ucai_delivery"  # one per delivery: the same stream entry may be delivered again
 JOB_NAMESPACE = uuid.UUID("6f1c1d0e-5b8a-4f43-9d0c-6a3a3c7e2b11")
 
 
@@ -48,27 +51,27 @@ async def id_secret(redis: Redis) -> str:
 
 
 class ReclaimingStreamBroker(RedisStreamBroker):
-    """RedisStreamBroker that also reclaims abandoned jobs while the stream is idle.
+    """RedisStreamBroker that reads one job per free slot and reclaims abandoned jobs while the stream is idle.
 
-    The upstream `listen` only runs XAUTOCLAIM after a read that returned new messages,
-    so a job held by a dead worker waits for unrelated traffic. Here every loop
-    iteration reclaims. Each delivered message also carries its stream id as a label,
-    so the running task can heartbeat (XCLAIM ... JUSTID resets the idle time) and a
-    long job is never stolen from a live worker.
+    taskiq asks for the next message only when it has a free slot (`max_prefetch=0`: as many deliveries as running
+    jobs); each ask reads *one* entry — an abandoned one (idle past the timeout: its worker died, or stopped) first,
+    else a new one. A worker never holds an entry it is not running, so nothing waits unrenewed in a buffer while its
+    idle time runs out. (The upstream `listen` reads `xread_count` entries at once, and only reclaims after a read
+    that returned new messages.) Each delivered message carries its stream id (the heartbeat renews it) and a
+    delivery id as labels.
 
-    A job cancelled by a worker's shutdown is *abandoned*: taskiq would save an error result
-    and acknowledge it (it catches BaseException, CancelledError included), losing the job;
-    an abandoned message is not acknowledged, and the stopping worker makes everything it still
-    holds reclaimable at once (`release_pending`).
+    A delivery can be *abandoned*: left unacknowledged, for another worker — the job was cancelled by this worker's
+    shutdown (taskiq would acknowledge it), or its lease is held by another worker. The stopping worker makes
+    everything it still holds reclaimable at once (`release_pending`).
     """
 
     _abandoned: set[str] | None = None
 
-    def abandon(self, msg_id: str) -> None:
-        """Leave this message unacknowledged: its task was cancelled before it finished."""
+    def abandon(self, delivery: str) -> None:
+        """Leave this delivery unacknowledged: another worker runs (or will run) its job."""
         if self._abandoned is None:
             self._abandoned = set()
-        self._abandoned.add(msg_id)
+        self._abandoned.add(delivery)
 
     async def release_pending(self) -> int:
         """At shutdown: make every message this consumer still holds reclaimable at once — abandoned jobs, and ones
@@ -82,23 +85,27 @@ class ReclaimingStreamBroker(RedisStreamBroker):
                                   message_ids=ids, idle=self.idle_timeout + 1000, justid=True)
             return len(ids)
 
-    def _ack_unless_abandoned(self, msg_id: bytes | str) -> Callable[[], Awaitable[None]]:
-        key = msg_id.decode() if isinstance(msg_id, bytes) else msg_id
+    def message_for(self, task_name: str, task_id: str, payload: dict) -> bytes:
+        """The stream entry's `data` of a job: what `AsyncKicker(...).with_task_id(task_id).kiq(payload)` sends."""
+        message = TaskiqMessage(task_id=task_id, task_name=task_name, labels={}, labels_types={}, args=[payload],
+                                kwargs={})
+        return self.formatter.dumps(message).message
+
+    def _ack_unless_abandoned(self, msg_id: bytes | str, delivery: str) -> Callable[[], Awaitable[None]]:
         ack = self._ack_generator(id=msg_id, queue_name=self.queue_name)
 
         async def _ack() -> None:
-            if self._abandoned and key in self._abandoned:
-                self._abandoned.discard(key)
-                return  # pending in the stream: reclaimed and rerun by a worker
+            if self._abandoned and delivery in self._abandoned:
+                self._abandoned.discard(delivery)
+                return  # pending in the stream: another worker runs it, or reclaims and reruns it
             await ack()
 
         return _ack
 
-    def _tagged(self, data: bytes, msg_id: bytes | str) -> bytes:
+    @staticmethod
+    def _tagged(data: bytes, msg_id: str, delivery: str) -> bytes:
         message = json.loads(data)
-        message.setdefault("labels", {})[MSG_ID_LABEL] = (
-            msg_id.decode() if isinstance(msg_id, bytes) else msg_id
-        )
+        message.setdefault("labels", {}).update({MSG_ID_LABEL: msg_id, DELIVERY_LABEL: delivery})
         return json.dumps(message).encode()
 
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
@@ -114,36 +121,60 @@ class ReclaimingStreamBroker(RedisStreamBroker):
     async def _listen_once(self) -> AsyncGenerator[AckableMessage, None]:
         async with Redis(connection_pool=self.connection_pool) as conn:
             while True:
-                reclaimed = await conn.xautoclaim(
-                    self.queue_name, self.consumer_group_name, self.consumer_name,
-                    min_idle_time=self.idle_timeout, count=self.unacknowledged_batch_size,
-                )
-                fetched = await conn.xreadgroup(
-                    self.consumer_group_name, self.consumer_name, {self.queue_name: ">"},
-                    block=self.block, count=self.count,
-                )
-                batch = list(reclaimed[1]) + [m for _, msgs in fetched for m in msgs]
-                for msg_id, fields in batch:
-                    if not fields:  # entry deleted from the stream
-                        await conn.xack(self.queue_name, self.consumer_group_name, msg_id)
-                        continue
-                    yield AckableMessage(
-                        data=self._tagged(fields[b"data"], msg_id),
-                        ack=self._ack_unless_abandoned(msg_id),
-                    )
+                entry = await self._reclaim_one(conn)
+                if entry is None:
+                    fetched = await conn.xreadgroup(self.consumer_group_name, self.consumer_name,
+                                                    {self.queue_name: ">"}, block=self.block, count=1)
+                    entry = next((m for _, msgs in fetched for m in msgs), None)
+                if entry is None:
+                    continue
+                msg_id, fields = entry
+                msg_id = msg_id.decode() if isinstance(msg_id, bytes) else msg_id
+                if not fields:  # entry deleted from the stream
+                    await conn.xack(self.queue_name, self.consumer_group_name, msg_id)
+                    continue
+                delivery = uuid.uuid4().hex
+                yield AckableMessage(data=self._tagged(fields[b"data"], msg_id, delivery),
+                                     ack=self._ack_unless_abandoned(msg_id, delivery))
 
-    async def renew(self, msg_id: str) -> None:
-        """Heartbeat: reset the idle time of a message this worker is still working on."""
-        async with Redis(connection_pool=self.connection_pool) as conn:
-            await conn.xclaim(
-                self.queue_name, self.consumer_group_name, self.consumer_name,
-                min_idle_time=0, message_ids=[msg_id], justid=True,
-            )
+    async def _reclaim_one(self, conn: Redis) -> tuple[bytes, dict] | None:
+        """The oldest entry idle past the timeout, claimed for this consumer (XCLAIM re-checks the idle time, so of
+        two workers reaching for it only one gets it); None when there is none."""
+        for idle in await conn.xpending_range(self.queue_name, self.consumer_group_name, min="-", max="+", count=10,
+                                              idle=self.idle_timeout):
+            claimed = await conn.xclaim(self.queue_name, self.consumer_group_name, self.consumer_name,
+                                        min_idle_time=self.idle_timeout, message_ids=[idle["message_id"]])
+            if claimed:
+                return claimed[0]
+        return None
 
 
-def make_broker(settings: Settings, redis_url: str, concurrency: int = 8) -> ReclaimingStreamBroker:
+class DiscardResults(AsyncResultBackend):
+    """The workers' taskiq result backend: writes nothing. A job's outcome is written by `JobStore.finish`, only while
+    the worker holds the job's lease; taskiq's unconditional write after the task would bypass that check."""
+
+    async def set_result(self, task_id: str, result: TaskiqResult) -> None:
+        return None
+
+    async def is_result_ready(self, task_id: str) -> bool:
+        return False
+
+    async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult:
+        raise LookupError(f"no result of {task_id}: outcomes are in the job record")
+
+
+def redis_options(settings: Settings) -> dict[str, float]:
+    """Socket timeouts and health checks of every Redis connection of the queue: a Redis that hangs (not only one
+    that is down) raises, and the retry paths take over, instead of stalling a worker forever."""
+    return {"socket_timeout": settings.redis_socket_timeout_s,
+            "socket_connect_timeout": settings.redis_socket_connect_timeout_s,
+            "health_check_interval": settings.redis_health_check_interval_s}
+
+
+def make_broker(settings: Settings, redis_url: str) -> ReclaimingStreamBroker:
+    options = redis_options(settings)
     backend = RedisAsyncResultBackend(
-        redis_url, result_ex_time=settings.job_ttl_s, serializer=JSONSerializer(), prefix_str="ucai:result",
+        redis_url, result_ex_time=settings.job_ttl_s, serializer=JSONSerializer(), prefix_str="ucai:result", **options,
     )
     broker = ReclaimingStreamBroker(
         redis_url,
@@ -151,7 +182,9 @@ def make_broker(settings: Settings, redis_url: str, concurrency: int = 8) -> Rec
         consumer_group_name="ucai-workers",
         consumer_id="0",  # a group created after jobs were queued still sees them
         idle_timeout=int(settings.redelivery_idle_s * 1000),
-        xread_count=concurrency,
-        xread_block=1000,
+        xread_count=1,  # one entry per free slot (see ReclaimingStreamBroker)
+        # a blocking read must answer before the socket timeout
+        xread_block=max(1, min(1000, int(settings.redis_socket_timeout_s * 500))),
+        **options,
     )
     return broker.with_result_backend(backend).with_serializer(JSONSerializer())

@@ -9,9 +9,10 @@ Status, in the hash `ucai:job:{id}`:
     running / waiting_for_model ──► queued   abandoned: a stopping worker hands the job back; another reruns it
     queued ──► failed                        a batch record whose batch was cancelled before it started
 
-The outcome (`JobOutcome`) is the job's return value in the result backend, and the truth about completion: the
-status hash may say "completed" a moment before the outcome is saved. A job is created once per id (HSETNX), so an
-idempotency key maps to one job however often it is submitted.
+The outcome (`JobOutcome`) is the hash's `outcome` field, written once, by the worker holding the job's lease
+(`lease.py`), in the same step as the final status and the batch record (`finish`). A job is created and queued in one
+step once per id (`submit`), so an idempotency key maps to one job however often, and however concurrently, it is
+submitted. The Lua scripts are in `scripts.py`.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 from taskiq.abc.result_backend import AsyncResultBackend
 
+from ucai.queue import scripts
+from ucai.queue.batches import BatchStore
 from ucai.schemas import ErrorDetail, JobStatus
 
 FINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
@@ -79,13 +82,16 @@ class JobOutcome(BaseModel):
 
 
 class JobStore:
-    """Every job's status (`ucai:job:{id}`) and outcome (the result backend)."""
+    """Every job's status and outcome (`ucai:job:{id}`). `results`: taskiq's result backend, read only for jobs that a
+    version before the `outcome` field finished (None: none)."""
 
-    def __init__(self, redis: Redis, ttl_s: int, results: AsyncResultBackend):
+    def __init__(self, redis: Redis, ttl_s: int, results: AsyncResultBackend | None = None):
         self.redis = redis
         self.ttl_s = ttl_s
         self.results = results
         self._transition = redis.register_script(_TRANSITION)
+        self._submit = redis.register_script(scripts.SUBMIT)
+        self._finish = redis.register_script(scripts.FINISH)
 
     @staticmethod
     def key(job_id: str) -> str:
@@ -95,45 +101,43 @@ class JobStore:
         await self.redis.ping()
 
     async def create(self, job_id: str, kind: str, request_json: str, owner: str = "") -> bool:
-        """Record a new job (queued); False when a job with this id already exists (an idempotent repeat). `owner`:
-        the API key id that submitted it ("" when auth is off); only it (and admin) may read the job."""
-        now = time.time()
-        if not await self.redis.hsetnx(self.key(job_id), "status", JobStatus.QUEUED.value):
-            return False
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.key(job_id), mapping={"kind": kind, "created_at": now, "updated_at": now, "attempts": 0,
-                                                 "completions": 0, "request": request_json, "owner": owner})
-            pipe.expire(self.key(job_id), self.ttl_s)
-            await pipe.execute()
-        return True
+        """Record a new job (queued) without queueing it; False when a job with this id already exists."""
+        return bool(await self._submit(keys=[self.key(job_id)],
+                                       args=[time.time(), kind, request_json, owner, self.ttl_s]))
 
-    async def is_enqueued(self, job_id: str) -> bool:
-        return bool(await self.redis.hget(self.key(job_id), "enqueued"))
-
-    async def claim_enqueue(self, job_id: str, hold_ms: int = 30_000) -> bool:
-        """The right to put this job on the stream: one submit at a time (concurrent same-key submits would each
-        queue a copy). Released by `release_enqueue`, or after hold_ms if its holder died."""
-        return bool(await self.redis.set(f"{self.key(job_id)}:enqueuing", 1, nx=True, px=hold_ms))
-
-    async def release_enqueue(self, job_id: str) -> None:
-        await self.redis.delete(f"{self.key(job_id)}:enqueuing")
-
-    async def mark_enqueued(self, job_id: str) -> None:
-        await self.redis.hset(self.key(job_id), "enqueued", 1)
-
-    async def discard(self, job_id: str) -> None:
-        """Forget a job whose message could not be queued (the client gets an error and may retry)."""
-        await self.redis.delete(self.key(job_id))
+    async def submit(self, job_id: str, kind: str, request_json: str, owner: str, stream: str,
+                     message: bytes) -> bool:
+        """Record a new job and put `message` on `stream`, in one step; False when the id already existed (an
+        idempotent repeat: nothing is queued again). `owner`: the API key id that submitted it ("" when auth is off);
+        only it (and admin) may read the job."""
+        return bool(await self._submit(keys=[self.key(job_id), stream],
+                                       args=[time.time(), kind, request_json, owner, self.ttl_s, message]))
 
     async def get(self, job_id: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(self.key(job_id))
         return {k.decode(): v.decode() for k, v in raw.items()} or None
 
-    async def outcome(self, job_id: str) -> JobOutcome | None:
-        """The saved outcome, if the job has one."""
-        if not await self.results.is_result_ready(job_id):
-            return None
-        return JobOutcome.from_stored((await self.results.get_result(job_id)).return_value)
+    async def outcome(self, job_id: str, raw: dict[str, str] | None = None) -> JobOutcome | None:
+        """The saved outcome, if the job has one (`raw`: the job's hash when the caller has read it already)."""
+        raw = raw if raw is not None else await self.get(job_id) or {}
+        if raw.get("outcome"):
+            return JobOutcome.model_validate_json(raw["outcome"])
+        if self.results is not None and raw.get("status") in FINAL and await self.results.is_result_ready(job_id):
+            return JobOutcome.from_stored((await self.results.get_result(job_id)).return_value)
+        return None
+
+    async def finish(self, job_id: str, token: str, outcome: JobOutcome, batch: tuple[str, str] | None = None) -> int:
+        """Write the job's one outcome, its final status (and `completions`), and its batch record (`batch`: batch id,
+        record id) — only while `token` holds the lease. 1: written; 0: it had one already; -1: the lease is not ours
+        (write nothing more: another worker runs the job); -2: the job is gone (expired)."""
+        error_json = json.dumps(outcome.error.model_dump()) if outcome.error else ""
+        keys = [self.key(job_id), f"{self.key(job_id)}:lease"]
+        args: list = [token, json.dumps(outcome.stored()), "1" if outcome.ok else "0", time.time(), error_json]
+        if batch is not None:
+            batch_id, record_id = batch
+            keys += [BatchStore.key(batch_id), BatchStore.key(batch_id, "results"), BatchStore.key(batch_id, "failed")]
+            args += [record_id, json.dumps(outcome.payload()), self.ttl_s]
+        return int(await self._finish(keys=keys, args=args))
 
     async def transition(self, job_id: str, status: JobStatus, error: ErrorDetail | None = None,
                          count: str = "") -> bool:
@@ -144,76 +148,3 @@ class JobStore:
         written = await self._transition(keys=[self.key(job_id)],
                                          args=[status.value, time.time(), error_json, count, *allowed])
         return bool(written)
-
-
-class BatchStore:
-    """A batch in Redis: `ucai:batch:{id}` (meta, with `owner`: the API key id that created it), `:ids` (input
-    order), `:results` and `:failed` (record id → JSON). Results are written with HSETNX, so a record is written
-    exactly once however often its job runs."""
-
-    def __init__(self, redis: Redis, ttl_s: int):
-        self.redis = redis
-        self.ttl_s = ttl_s
-
-    @staticmethod
-    def key(batch_id: str, part: str = "") -> str:
-        return f"ucai:batch:{batch_id}{':' + part if part else ''}"
-
-    async def create(self, batch_id: str, meta: dict[str, str], record_ids: list[str]) -> bool:
-        if not await self.redis.hsetnx(self.key(batch_id), "status", "running"):
-            return False
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.key(batch_id), mapping={**meta, "created_at": time.time(), "total": len(record_ids)})
-            if record_ids:
-                pipe.rpush(self.key(batch_id, "ids"), *record_ids)
-            for part in ("", "ids"):
-                pipe.expire(self.key(batch_id, part), self.ttl_s)
-            await pipe.execute()
-        return True
-
-    async def meta(self, batch_id: str) -> dict[str, str] | None:
-        raw = await self.redis.hgetall(self.key(batch_id))
-        return {k.decode(): v.decode() for k, v in raw.items()} or None
-
-    async def record(self, batch_id: str, record_id: str, outcome: JobOutcome) -> bool:
-        """Write a record's outcome once; False if it already had one. A success replaces an earlier failure."""
-        value = json.dumps(outcome.payload())
-        if outcome.ok:
-            written = await self.redis.hsetnx(self.key(batch_id, "results"), record_id, value)
-            if written:
-                await self.redis.hdel(self.key(batch_id, "failed"), record_id)
-        else:
-            if await self.redis.hexists(self.key(batch_id, "results"), record_id):
-                return False
-            written = await self.redis.hsetnx(self.key(batch_id, "failed"), record_id, value)
-        for part in ("results", "failed"):
-            await self.redis.expire(self.key(batch_id, part), self.ttl_s)
-        if written:
-            await self._finish_if_done(batch_id)
-        return bool(written)
-
-    async def counts(self, batch_id: str) -> tuple[int, int]:
-        return (await self.redis.hlen(self.key(batch_id, "results")),
-                await self.redis.hlen(self.key(batch_id, "failed")))
-
-    async def _finish_if_done(self, batch_id: str) -> None:
-        meta = await self.meta(batch_id) or {}
-        done, failed = await self.counts(batch_id)
-        if meta.get("status") == "running" and done + failed >= int(meta.get("total", 0)):
-            await self.redis.hset(self.key(batch_id), mapping={"status": "completed", "finished_at": time.time()})
-
-    async def cancel(self, batch_id: str) -> None:
-        await self.redis.hset(self.key(batch_id), "status", "cancelled")
-
-    async def is_cancelled(self, batch_id: str) -> bool:
-        return (await self.redis.hget(self.key(batch_id), "status")) == b"cancelled"
-
-    async def ids(self, batch_id: str) -> list[str]:
-        return [i.decode() for i in await self.redis.lrange(self.key(batch_id, "ids"), 0, -1)]
-
-    async def outcomes(self, batch_id: str, record_ids: list[str]) -> list[tuple[str, str | None, str | None]]:
-        """(id, result JSON, failure JSON) for each id."""
-        results = await self.redis.hmget(self.key(batch_id, "results"), record_ids) if record_ids else []
-        failed = await self.redis.hmget(self.key(batch_id, "failed"), record_ids) if record_ids else []
-        return [(i, r.decode() if r else None, f.decode() if f else None)
-                for i, r, f in zip(record_ids, results, failed, strict=True)]
