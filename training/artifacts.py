@@ -4,21 +4,13 @@ from __future__ import annotations
 import json
 import math
 import resource
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
+from ucai.experiment.provenance import git_commit
 
 
 def peak_rss_mb() -> float:
