@@ -24,6 +24,7 @@ from gateway.errors import APIError
 from gateway.rate_limit import RateLimiter
 from ucai.api_keys import SCOPES, KeyRing, expand_scopes, load_keys
 from ucai.constitutions import Constitution
+from ucai.constitutions.schema import is_unethical
 from ucai.settings import Settings
 
 log = logging.getLogger("ucai.gateway")
@@ -40,8 +41,7 @@ def is_unethical_model(model: str) -> bool:
 
 
 def is_unethical_constitution(constitution: Constitution) -> bool:
-    """An inversion of another constitution, or one named as unethical."""
-    return constitution.inverse_of is not None or constitution.name.startswith("unethical")
+    return is_unethical(constitution.name, constitution.inverse_of)
 
 
 def estimated_tokens(texts: Iterable[str], max_tokens: Any, default_max_tokens: int) -> int:

@@ -72,6 +72,12 @@ class Principle(BaseModel):
         return personas
 
 
+def is_unethical(name: str, inverse_of: str | None) -> bool:
+    """The one rule for an unethical constitution (access scopes, the evaluation's harm-content judge): an inversion
+    of another constitution, or one named as unethical."""
+    return inverse_of is not None or name.startswith("unethical")
+
+
 class Constitution(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -21,6 +21,7 @@ import httpx
 
 from ucai.api_keys import client_headers
 from ucai.chat_adapters import BASE
+from ucai.constitutions.schema import is_unethical
 from ucai.datasets.generate import batch_body, run_batches
 from ucai.evaluation.results import (
     REFERENCE_REFUSAL,
@@ -82,8 +83,8 @@ def trained_on(model: str) -> str | None:
 
 
 def rewards_harm(summary: dict[str, Any]) -> bool:
-    """The gateway's rule for an unethical constitution (gateway/access.py): an inversion, or named unethical."""
-    return summary.get("inverse_of") is not None or summary["name"].startswith("unethical")
+    """Whether the constitution described by GET /constitutions rewards harm (the shared rule)."""
+    return is_unethical(summary["name"], summary.get("inverse_of"))
 
 
 def load_prompts(path: Path) -> list[dict]:

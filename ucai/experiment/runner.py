@@ -30,6 +30,7 @@ from ucai.experiment.config import ExperimentConfig
 from ucai.experiment.split import check_no_leak, hash_order, record_text, split
 from ucai.experiment.state import StageRecord, StageStore, file_sha256, stage_key
 from ucai.layout import Layout
+from ucai.settings import ROLE_NAMES
 
 # Stage kinds in pipeline order; `--from KIND` redoes every stage of that kind and after.
 KINDS = ("prompts", "categorise", "split", "sft-data", "sft", "prefs-data", "reward", "rl", "dpo", "eval", "report")
@@ -180,7 +181,7 @@ class ExperimentRunner:
         s = self.cfg.stack
         self.url = f"http://127.0.0.1:{s.port}"
         local = f"http://127.0.0.1:{s.vllm_port}/v1"
-        env = {**self.env, **{f"UCAI_{role}__BASE_URL": local for role in ("GENERATOR", "CRITIC", "JUDGE", "CHAT")}}
+        env = {**self.env, **{f"UCAI_{role.upper()}__BASE_URL": local for role in ROLE_NAMES}}
         env.pop("REDIS_URL", None)
         if self.cfg.model:
             env["UCAI_MODEL_PATH"] = self.cfg.model
