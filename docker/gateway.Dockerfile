@@ -16,7 +16,11 @@ COPY training/ training/
 # `data`: the `ucai data …` commands run in this container, next to the datasets volume.
 RUN pip install ".[gateway,data]"
 
-RUN useradd --create-home --uid 10001 ucai
+# The folders of its writable volumes belong to ucai: a new named volume copies the image folder's owner, and
+# without these `ucai data import` (datasets) and the audit log could not write as this non-root user.
+RUN useradd --create-home --uid 10001 ucai \
+    && mkdir -p /datasets /audit /artifacts \
+    && chown ucai:ucai /datasets /audit /artifacts
 USER ucai
 
 EXPOSE 8000

@@ -18,7 +18,8 @@ RUN pip install ".[worker]"
 RUN useradd --create-home --uid 10001 ucai
 USER ucai
 
-# Exits 0 when the worker can reach Redis.
+# Exits 0 while this container's worker writes its heartbeat key (services/runtime/heartbeat.py), not only when
+# Redis answers.
 HEALTHCHECK --interval=15s --timeout=10s --start-period=20s --retries=5 \
     CMD ["python", "-m", "services.runtime.worker", "--check"]
 CMD ["python", "-m", "services.runtime.worker"]

@@ -32,6 +32,8 @@ log = logging.getLogger("ucai.gateway")
 # Open without a key (route templates): the probes (an orchestrator has no key) and the static page, which holds no
 # data. /docs and /openapi.json are Starlette routes, outside the dependencies, and open too (schema only).
 OPEN_PATHS = frozenset({"/health", "/ready", "/", "/static/{name}"})
+# Prometheus scrapes without credentials by default: open too, unless UCAI_METRICS_REQUIRE_KEY (then any valid key).
+METRICS_PATH = "/metrics"
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer ucai-<id>-<secret>`.")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key, instead of the bearer header.")
 
@@ -83,6 +85,7 @@ class Access:
 
     def __init__(self, settings: Settings, redis: Redis):
         self.keys = KeySource(settings.api_keys_file, settings.api_keys)
+        self.open_paths = OPEN_PATHS if settings.metrics_require_key else OPEN_PATHS | {METRICS_PATH}
         self.limiter = RateLimiter(redis, settings.rate_limit_rpm, settings.rate_limit_tpm)
         self.audit = AuditLog(settings.audit_log, settings.audit_prompt_text)
 
@@ -160,7 +163,7 @@ async def current_caller(
     route = request.scope.get("route")
     path = getattr(route, "path", request.url.path)
     ring = access.keys.current()
-    if path in OPEN_PATHS:  # not charged either: probes come every few seconds
+    if path in access.open_paths:  # not charged either: probes and scrapes come every few seconds
         return Caller(None, expand_scopes(SCOPES) if not ring.enabled else frozenset(), access, request.url.path)
     if not ring.enabled:
         caller = Caller(None, expand_scopes(SCOPES), access, request.url.path)
@@ -176,7 +179,10 @@ async def current_caller(
         caller = Caller(key.id, key.granted, access, request.url.path)
     # Limits are per key: without keys (a local gateway, the test stacks) every caller would share one bucket, and a
     # batch's pollers would throttle each other.
-    retry_after = await access.limiter.take(caller.key_id, "requests") if caller.key_id else 0
+    # A keyed scrape (UCAI_METRICS_REQUIRE_KEY) is not charged: it comes every few seconds, and must answer while
+    # Redis is away.
+    charged = caller.key_id and path != METRICS_PATH
+    retry_after = await access.limiter.take(caller.key_id, "requests") if charged else 0
     if retry_after:
         raise _rate_limited("requests", access.limiter.limits["requests"], retry_after)
     return caller

@@ -9,12 +9,13 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from gateway.access import Access, current_caller
 from gateway.body_limit import BodySizeLimit
 from gateway.errors import install_error_handlers
 from gateway.jobs import JobService
+from gateway.metrics import install_metrics
 from gateway.routers import (
     admin,
     batches,
@@ -27,14 +28,25 @@ from gateway.routers import (
     page,
     side_by_side,
 )
+from gateway.strict_json import StrictJSON
 from ucai import chat_adapters
 from ucai.constitutions import load_constitutions
 from ucai.layout import Layout
 from ucai.queue import BatchStore, JobStore, make_broker
+from ucai.queue.broker import redis_options
 from ucai.roles import Roles
 from ucai.settings import Settings, get_settings
 
 log = logging.getLogger("ucai.gateway")
+
+
+def gateway_redis(settings: Settings, url: str) -> Redis:
+    """The gateway's Redis client (job records, batches, keys' rate limits): a bounded, blocking pool with the
+    queue's socket timeouts. Hundreds of concurrent clients share `gateway_redis_max_connections` connections and
+    wait for a free one (a ConnectionError → 503 after the socket timeout) instead of opening one each."""
+    pool = BlockingConnectionPool.from_url(url, max_connections=settings.gateway_redis_max_connections,
+                                           timeout=settings.redis_socket_timeout_s, **redis_options(settings))
+    return Redis.from_pool(pool)  # closing the client closes the pool
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -48,10 +60,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.layout = Layout.from_settings(settings)
         app.state.constitutions = load_constitutions(settings.constitutions_dir)
-        broker = make_broker(settings, settings.redis_url)
+        broker = make_broker(settings, settings.redis_connection_url())
         await broker.startup()
-        redis = Redis.from_url(settings.redis_url)
-        app.state.roles = Roles(settings)
+        redis = gateway_redis(settings, settings.redis_connection_url())
+        app.state.roles = Roles(settings, app.state.metrics.roles)  # its model calls counted (GET /metrics)
         app.state.jobs = JobService(broker, JobStore(redis, settings.job_ttl_s, broker.result_backend),
                                     app.state.constitutions, app.state.roles, settings)
         app.state.batches = BatchStore(redis, settings.job_ttl_s)
@@ -74,8 +86,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Every route needs an API key when keys are configured, except gateway.access.OPEN_PATHS.
         dependencies=[Depends(current_caller)],
     )
+    app.add_middleware(StrictJSON)  # 400 for hostile JSON; inside BodySizeLimit, so it reads a bounded body
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
+    install_metrics(app)  # GET /metrics; its middleware outermost, so it counts every answer
     for module in (critique, compare, batches, jobs, constitutions, health, openai_chat, side_by_side, admin, page):
         app.include_router(module.router)
     return app

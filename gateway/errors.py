@@ -7,6 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ucai.schemas import ErrorDetail, ErrorEnvelope
@@ -70,6 +71,13 @@ async def _redis_down(_: Request, exc: RedisConnectionError) -> JSONResponse:
                           headers={"Retry-After": "2"})
 
 
+async def _redis_slow(_: Request, exc: RedisTimeoutError) -> JSONResponse:
+    # A Redis that hangs (or a connection pool that stays full) past the socket timeout: the same answer as a Redis
+    # that is down; the request may or may not have been queued, and a retry with its idempotency key is safe.
+    return error_response(503, f"the job queue (Redis) did not answer in time: {exc}", code="queue_unavailable",
+                          headers={"Retry-After": "2"})
+
+
 async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error")
     return error_response(500, f"internal error: {type(exc).__name__}", code="internal_error")
@@ -80,4 +88,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
     app.add_exception_handler(RedisConnectionError, _redis_down)  # type: ignore[arg-type]
+    app.add_exception_handler(RedisTimeoutError, _redis_slow)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unhandled)

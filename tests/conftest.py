@@ -111,6 +111,7 @@ def make_stack(redis_url: str, role_url: str, logs: Path, workers: int = 1, **ex
                       **role_env(role_url, **extra))
     env.pop("UCAI_REDIS_URL", None)
     env.setdefault("UCAI_AUDIT_LOG", str(logs / "audit.jsonl"))  # not the working tree's .ucai/
+    env.setdefault("UCAI_WORKER_METRICS_PORT", "0")  # off unless a test asks: workers would share one port
     stack = Stack(env=env, logs=logs)
     stack.start_gateway()
     for _ in range(workers):

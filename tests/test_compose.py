@@ -44,6 +44,22 @@ def flag_value(args: list[str], flag: str) -> str | None:
     return args[args.index(flag) + 1] if flag in args else None
 
 
+def shell_args(service: dict) -> list[str]:
+    """The words of a `sh -c "exec …"` command (compose's `$$` is a literal `$`), else the command's own args."""
+    args = command_args(service)
+    if args[:2] == ["sh", "-c"]:
+        return shlex.split(args[2].replace("$$", "$"))
+    return args
+
+
+def seconds(duration: str | int) -> float:
+    """A compose duration (`30s`, `1m30s`, `1h`) in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", str(duration))
+    assert parts and "".join(n + u for n, u in parts) == str(duration), f"not a duration: {duration!r}"
+    return sum(float(n) * units[u] for n, u in parts)
+
+
 def volume_mounts(service: dict) -> list[tuple[str, str]]:
     """(source, target) of each mount, short or long syntax."""
     mounts = []
@@ -200,10 +216,12 @@ def test_gateway_and_workers(services):
         )
 
 
-def test_gateway_and_workers_share_settings(services):
+def test_gateway_and_workers_share_settings(compose, services):
     gateway_env = services["gateway"]["environment"]
     worker_env = services["worker"]["environment"]
-    assert worker_env.items() <= gateway_env.items(), "gateway and worker should share the x-ucai-env settings"
+    shared = compose["x-ucai-env"]
+    for name, env in (("gateway", gateway_env), ("worker", worker_env)):
+        assert shared.items() <= env.items(), f"{name} must take every x-ucai-env setting"
     assert gateway_env["REDIS_URL"] == "redis://redis:6379/0"
     assert gateway_env["UCAI_CONSTITUTIONS_DIR"] == "/constitutions"
     for name in ("gateway", "worker"):
@@ -282,9 +300,20 @@ def test_cpu_env_file_points_every_role_at_vllm_cpu(services):
 
 def test_redis_persists_to_a_volume(services):
     redis = services["redis"]
-    args = command_args(redis)
+    args = shell_args(redis)
+    assert "redis-server" in args
     assert flag_value(args, "--appendonly") == "yes", "redis must run with --appendonly yes"
     assert ("redis-data", "/data") in volume_mounts(redis), "redis must keep /data in a volume"
+
+
+def test_redis_appendfsync_is_the_setting(services):
+    """`--appendfsync` comes from UCAI_REDIS_APPENDFSYNC, defaulting to what the app's setting defaults to."""
+    from ucai.settings import Settings
+
+    script = services["redis"]["command"][2]
+    assert "--appendfsync ${UCAI_REDIS_APPENDFSYNC:-" in script, script
+    default = Settings.model_fields["redis_appendfsync"].default
+    assert flag_value(shell_args(services["redis"]), "--appendfsync") == default == "everysec"
 
 
 # ---------------------------------------------------------------- files and volumes
@@ -393,7 +422,7 @@ def test_gateway_is_published_on_loopback_with_keys_from_a_secret(compose, servi
     ports = [str(p.get("host_ip", "")) + ":" + str(p.get("published")) if isinstance(p, dict) else str(p)
              for p in gateway["ports"]]
     assert ports == ["${UCAI_GATEWAY_BIND:-127.0.0.1}:8000:8000"], ports
-    assert gateway["secrets"] == ["api_keys"]
+    assert "api_keys" in gateway["secrets"]
     assert gateway["environment"]["UCAI_API_KEYS_FILE"] == "/run/secrets/api_keys"
     secret = compose["secrets"]["api_keys"]["file"]
     assert with_defaults(secret) == "./secrets/api-keys.json"
@@ -413,3 +442,231 @@ def test_chat_engines_load_adapters_at_runtime(services):
         assert flag_value(command_args(svc), "--max-lora-rank"), name
         assert str(svc["environment"]["VLLM_ALLOW_RUNTIME_LORA_UPDATING"]).lower() == "true", name
         assert ("artifacts", env["UCAI_CHAT_ARTIFACTS_DIR"]) in volume_mounts(svc), name
+
+
+# ---------------------------------------------------------------- compose faults (issue 13)
+
+
+def dockerfile_user(instructions: list[tuple[str, str]]) -> tuple[str | None, int]:
+    """The last USER and its position (None, len: the image runs as root)."""
+    for index in range(len(instructions) - 1, -1, -1):
+        if instructions[index][0] == "USER":
+            return instructions[index][1].split(":")[0], index
+    return None, len(instructions)
+
+
+def test_non_root_images_own_the_folders_of_their_writable_volumes(services):
+    """A new named volume takes the owner of the image's folder at its mount point: a non-root service can write a
+    volume only when its Dockerfile created that folder and gave it to the user (the gateway: datasets, audit)."""
+    checked = []
+    for name, _context, dockerfile in builds(services):
+        instructions = dockerfile_instructions(dockerfile)
+        user, at = dockerfile_user(instructions)
+        if user in (None, "root", "0"):
+            continue
+        runs = [args for keyword, args in instructions[:at] if keyword == "RUN"]
+        for source, target in volume_mounts(services[name]):
+            mode = next((v.split(":")[2] for v in services[name]["volumes"]
+                         if isinstance(v, str) and v.split(":")[:2] == [source, target] and v.count(":") == 2), "rw")
+            if is_bind_source(source) or not source or "ro" in mode.split(","):
+                continue
+            created = any(re.search(rf"mkdir\b[^&;]*\s{re.escape(target)}(\s|$)", run) for run in runs)
+            owned = any(re.search(rf"chown\b[^&;]*\b{user}(:\w+)?\s[^&;]*{re.escape(target)}(\s|$)", run)
+                        for run in runs)
+            assert created and owned, (
+                f"{name}: {dockerfile.name} must create {target} and chown it to {user} before `USER {user}` "
+                f"(the {source} volume is mounted there read-write)")
+            checked.append((name, target))
+    assert ("gateway", "/datasets") in checked and ("gateway", "/audit") in checked, checked
+
+
+def test_stop_grace_periods_cover_each_shutdown(services):
+    """compose SIGKILLs a container 10 s after SIGTERM by default. A worker gives running jobs up to 10 s, then hands
+    back the rest (up to 5 s) — SIGKILLed sooner, its jobs wait out the redelivery timeout; the gateway's uvicorn gets
+    its graceful-shutdown timeout to finish open requests, and the grace period outlasts it."""
+    worker = services["worker"]
+    assert seconds(worker.get("stop_grace_period", "10s")) >= 30, "worker: stop_grace_period must be >= 30s"
+    gateway = services["gateway"]
+    grace = seconds(gateway.get("stop_grace_period", "10s"))
+    drain = flag_value(command_args(gateway), "--timeout-graceful-shutdown")
+    assert drain is not None, "the gateway's uvicorn needs --timeout-graceful-shutdown (it waits forever otherwise)"
+    assert grace >= int(drain) + 5, f"gateway: stop_grace_period {grace}s must outlast uvicorn's {drain}s drain"
+
+
+def test_gpu_roles_load_one_after_another(services):
+    """The roles share one GPU: each vLLM sizes its KV cache from the memory free when it loads, so they start in a
+    chain, each once the one before is healthy."""
+    assert not set(services["generator"].get("depends_on", {})) & set(ROLES), "the generator starts first"
+    for before, role in zip(ROLES[:-1], ROLES[1:], strict=True):
+        depends = services[role].get("depends_on", {})
+        assert set(depends) & set(ROLES) == {before}, f"{role} must wait for {before} (and no other role)"
+        assert depends[before].get("condition") == "service_healthy", f"{role} -> {before}: service_healthy"
+
+
+def test_worker_healthcheck_runs_the_heartbeat_check(services):
+    """`--check` reads this container's heartbeat key (tests/test_worker_heartbeat.py: it fails with Redis up and no
+    worker); the healthcheck runs it in the image and in compose, and its probe budget covers the heartbeat's."""
+    from services.runtime.heartbeat import TTL_BEATS
+    from ucai.settings import Settings
+
+    check = services["worker"]["healthcheck"]
+    assert command_args({"command": check["test"]})[1:] == ["python", "-m", "services.runtime.worker", "--check"]
+    image_check = [a for k, a in dockerfile_instructions(ROOT / "docker" / "worker.Dockerfile") if k == "HEALTHCHECK"]
+    assert image_check and '"services.runtime.worker", "--check"' in image_check[0]
+    beat = Settings.model_fields["worker_heartbeat_s"].default
+    assert seconds(check["interval"]) * check["retries"] > TTL_BEATS * beat, "a slow beat must not flap the check"
+    assert seconds(check["timeout"]) > Settings.model_fields["redis_socket_connect_timeout_s"].default
+
+
+def test_redis_requires_a_password_from_a_secret_file(compose, services):
+    """Redis runs with requirepass from the secret redis_password (never in the environment or the file), its
+    healthcheck authenticates, and the gateway and workers get the same secret through UCAI_REDIS_PASSWORD_FILE."""
+    redis = services["redis"]
+    assert "redis_password" in redis.get("secrets", []), "redis must mount the redis_password secret"
+    args = shell_args(redis)
+    assert flag_value(args, "--requirepass") == "$(cat /run/secrets/redis_password)", args
+    assert command_args(redis)[2].startswith("exec docker-entrypoint.sh redis-server"), (
+        "the image's entrypoint must still drop to the redis user")
+    probe = " ".join(redis["healthcheck"]["test"])
+    assert "REDISCLI_AUTH" in probe and "/run/secrets/redis_password" in probe and "PONG" in probe, probe
+    assert with_defaults(compose["secrets"]["redis_password"]["file"]) == "./secrets/redis-password"
+    for name in ("gateway", "worker"):
+        svc = services[name]
+        assert "redis_password" in svc.get("secrets", []), f"{name} must mount the redis_password secret"
+        env = svc["environment"]
+        assert env["UCAI_REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password", name
+        assert "@" not in env["REDIS_URL"], f"{name}: no password in REDIS_URL"
+    assert not any("PASSWORD" in key and "REDIS" in key and key != "UCAI_REDIS_PASSWORD_FILE"
+                   for svc in services.values() for key in (svc.get("environment") or {})), "no password in env"
+    assert "secrets/redis-password" in (ROOT / ".gitignore").read_text().splitlines(), "never commit the password"
+    assert "secrets/redis-password" in (ROOT / "secrets" / "README.md").read_text(), "document how to create it"
+
+
+def test_the_app_puts_the_secret_password_into_the_redis_url(tmp_path):
+    from ucai.settings import Settings
+
+    secret = tmp_path / "redis-password"
+    secret.write_text("p@ss/w:rd\n")
+    settings = Settings(redis_url="redis://redis:6379/0", redis_password_file=secret)
+    url = settings.redis_connection_url()
+    assert url == "redis://:p%40ss%2Fw%3Ard@redis:6379/0"
+    from redis.connection import parse_url
+
+    assert parse_url(url)["password"] == "p@ss/w:rd" and parse_url(url)["host"] == "redis"
+    assert Settings(redis_url="redis://redis:6379/0").redis_connection_url() == "redis://redis:6379/0"
+    with pytest.raises(ValueError, match="UCAI_REDIS_PASSWORD_FILE"):
+        Settings(redis_url="redis://redis:6379/0", redis_password_file=tmp_path / "missing").redis_connection_url()
+
+
+RL_EXAMPLE = re.compile(r"\b(?:ethical|unethical)[/-](ppo|rloo|grpo)\b")
+
+
+def test_example_rl_adapter_paths_match_the_default_rl_algorithm(services):
+    """compose's RL job runs TRAIN_RL_ALGO (default grpo): its adapters land in <constitution>/grpo/ and are served
+    as `<constitution>-grpo`, so the compose comments and README's compose section must not show ethical/ppo."""
+    algo = flag_value([with_defaults(str(a)) for a in services["ppo"]["entrypoint"]], "--algo")
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Docker compose", 1)[1].split("\n## ", 1)[0]
+    comments = "\n".join(line for line in COMPOSE_FILE.read_text().splitlines() if line.lstrip().startswith("#"))
+    for where, text in (("compose.yaml comments", comments), ("README: Docker compose", section)):
+        examples = RL_EXAMPLE.findall(text)
+        assert examples, f"{where}: give the path / model name of the default RL job's adapter"
+        assert set(examples) == {algo}, f"{where}: RL adapter examples {sorted(set(examples))}, default is {algo}"
+
+
+# ---------------------------------------------------------------- monitoring profile (issue 14)
+
+PROMETHEUS_FILE = ROOT / "docker" / "prometheus.yml"
+DASHBOARD_FILE = ROOT / "docker" / "grafana" / "dashboards" / "ucai.json"
+# The metric names the gateway and the workers export (ucai/metrics.py); histograms add _bucket/_sum/_count.
+UCAI_METRICS = {
+    "ucai_http_requests_total", "ucai_http_request_duration_seconds", "ucai_queue_depth", "ucai_queue_pending",
+    "ucai_queue_oldest_job_age_seconds", "ucai_batches", "ucai_batch_records", "ucai_redis_up",
+    "ucai_jobs_in_flight", "ucai_jobs_total", "ucai_job_duration_seconds", "ucai_role_requests_total",
+    "ucai_role_request_duration_seconds", "ucai_role_errors_total", "ucai_tokens_total",
+}
+DASHBOARD_MUST_SHOW = {
+    "ucai_queue_depth", "ucai_queue_oldest_job_age_seconds", "ucai_jobs_total", "ucai_http_request_duration_seconds",
+    "ucai_http_requests_total", "ucai_role_errors_total", "ucai_tokens_total", "ucai_jobs_in_flight",
+    "ucai_role_request_duration_seconds", "vllm:generation_tokens_total",
+}
+METRIC_NAME = re.compile(r"\b(ucai_[a-z0-9_]+|vllm:[a-z0-9_:]+)")
+
+
+def metric_family(name: str) -> str:
+    for suffix in ("_bucket", "_sum", "_count"):
+        if name.endswith(suffix) and name[: -len(suffix)] in UCAI_METRICS:
+            return name[: -len(suffix)]
+    return name
+
+
+def test_monitoring_profile_runs_prometheus_and_grafana_on_loopback(compose, services):
+    for name, image in (("prometheus", "prom/prometheus:"), ("grafana", "grafana/grafana:")):
+        svc = services[name]
+        assert svc.get("profiles") == ["monitoring"], f"{name} only starts in the monitoring profile"
+        assert str(svc["image"]).startswith(image) and not str(svc["image"]).endswith(":latest"), svc["image"]
+        for port in svc["ports"]:
+            assert str(port).startswith("127.0.0.1:"), f"{name}: publish {port} on loopback only"
+    prometheus = services["prometheus"]
+    config = flag_value([a for arg in command_args(prometheus) for a in arg.split("=", 1)], "--config.file")
+    assert ("./docker/prometheus.yml", config) in volume_mounts(prometheus), "mount docker/prometheus.yml"
+    grafana = dict((t, s) for s, t in volume_mounts(services["grafana"]))
+    assert grafana.get("/etc/grafana/provisioning") == "./docker/grafana/provisioning"
+    provider = yaml.safe_load((ROOT / "docker/grafana/provisioning/dashboards/ucai.yml").read_text())
+    dashboards_dir = provider["providers"][0]["options"]["path"]
+    assert grafana.get(dashboards_dir) == "./docker/grafana/dashboards", "the dashboard folder Grafana reads"
+    datasource = yaml.safe_load((ROOT / "docker/grafana/provisioning/datasources/prometheus.yml").read_text())
+    url = urlparse(datasource["datasources"][0]["url"])
+    assert (url.hostname, url.port) == ("prometheus", 9090)
+    env = services["worker"]["environment"]
+    assert env["UCAI_WORKER_METRICS_HOST"] == "0.0.0.0", "a worker must serve /metrics beyond its loopback"
+
+
+def test_prometheus_scrapes_the_gateway_every_worker_and_the_vllm_roles(services):
+    config = yaml.safe_load(PROMETHEUS_FILE.read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert {"gateway", "worker", "vllm"} <= set(jobs), sorted(jobs)
+    for job in jobs.values():
+        assert job.get("metrics_path", "/metrics") == "/metrics"
+        targets = [tuple(t.rsplit(":", 1)) for sc in job.get("static_configs", []) for t in sc["targets"]]
+        targets += [(name, str(sd["port"])) for sd in job.get("dns_sd_configs", []) for name in sd["names"]]
+        assert targets, f"{job['job_name']} scrapes nothing"
+        for host, port in targets:
+            assert host in services, f"{job['job_name']}: {host} is no compose service"
+            svc = services[host]
+            if host == "worker":
+                assert port == str(svc["environment"]["UCAI_WORKER_METRICS_PORT"]), f"worker metrics port {port}"
+            elif host == "gateway":
+                assert port == flag_value(command_args(svc), "--port"), f"gateway port {port}"
+            else:
+                assert port == flag_value(command_args(svc), "--port"), f"{host}: vLLM serves /metrics on --port"
+    worker = jobs["worker"]["dns_sd_configs"]
+    assert worker and all(sd.get("type", "SRV") == "A" for sd in worker), "every replica: DNS A records of `worker`"
+    assert {n for sd in jobs["vllm"]["dns_sd_configs"] for n in sd["names"]} >= {*ROLES, "vllm-cpu"}
+
+
+def test_grafana_dashboard_shows_the_exported_metrics():
+    dashboard = json.loads(DASHBOARD_FILE.read_text())
+    assert dashboard["uid"] and dashboard["title"]
+    datasource = yaml.safe_load((ROOT / "docker/grafana/provisioning/datasources/prometheus.yml").read_text())
+    uid = datasource["datasources"][0]["uid"]
+    shown = set()
+    for panel in dashboard["panels"]:
+        assert panel["targets"], f"panel {panel['title']!r} has no query"
+        assert panel["datasource"]["uid"] == uid, panel["title"]
+        for target in panel["targets"]:
+            names = {metric_family(n) for n in METRIC_NAME.findall(target["expr"])}
+            assert names, f"{panel['title']!r}: {target['expr']} names no metric"
+            unknown = {n for n in names if not n.startswith("vllm:") and n not in UCAI_METRICS}
+            assert not unknown, f"{panel['title']!r} queries metrics nobody exports: {unknown}"
+            shown |= names
+    assert DASHBOARD_MUST_SHOW <= shown, f"missing panels for {DASHBOARD_MUST_SHOW - shown}"
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+
+
+def test_exported_metric_names_are_the_dashboards():
+    """The dashboard's names are the ones ucai/metrics.py registers (a rename there must show up here)."""
+    source = (ROOT / "ucai" / "metrics.py").read_text()
+    exported = set(re.findall(r'"(ucai_[a-z0-9_]+)"', source))
+    assert UCAI_METRICS <= exported, f"not exported by ucai/metrics.py: {sorted(UCAI_METRICS - exported)}"

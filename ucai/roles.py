@@ -4,18 +4,21 @@ Works with any OpenAI-compatible server (vLLM, TGI, llama.cpp, a hosted API). Re
 429/5xx/connection errors with exponential backoff (honouring Retry-After), bounds the
 number of requests in flight per role, and tells a role that is down (`RoleUnavailable`,
 worth retrying later) from a request the role refused (`RoleRequestError`, permanent).
+Every model call (each attempt) is counted here, once, in the process's `ucai.metrics.RoleMetrics` when given.
 """
 from __future__ import annotations
 
 import asyncio
 import copy
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from ucai.metrics import RoleMetrics
 from ucai.settings import ROLE_NAMES, RoleSettings, Settings
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
@@ -58,10 +61,11 @@ class RoleClient:
     # lease, so a job another worker took over makes no further model call).
     guard: Callable[[], Awaitable[None]] | None = None
 
-    def __init__(self, name: str, settings: RoleSettings, http: httpx.AsyncClient):
+    def __init__(self, name: str, settings: RoleSettings, http: httpx.AsyncClient, metrics: RoleMetrics | None = None):
         self.name = name
         self.settings = settings
         self.http = http
+        self.metrics = metrics
         self._slots = asyncio.Semaphore(settings.concurrency)
         self.base_url = settings.base_url.rstrip("/")
 
@@ -147,10 +151,14 @@ class RoleClient:
         RoleRequestError, an endpoint that is down RoleUnavailable — raised before any byte is passed on."""
         request = self.http.build_request("POST", f"{self.base_url}{path}", json=body, headers=self._headers(),
                                           timeout=httpx.Timeout(self.settings.timeout_s, connect=10.0))
+        started = time.monotonic()
         try:
             response = await self.http.send(request, stream=True)
         except httpx.HTTPError as exc:
+            self._failed(exc, started)
             raise RoleUnavailable(self.name, f"{self.base_url} unreachable: {exc!r}") from exc
+        # Latency up to the answer's headers: the stream itself is the caller's (its tokens are not counted here).
+        self._answered(response.status_code, started)
         if response.status_code != 200:
             await response.aread()
             await response.aclose()
@@ -186,6 +194,29 @@ class RoleClient:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.api_key}"}
 
+    def _answered(self, status: int, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.answered(self.name, status, time.monotonic() - started)
+            if status != 200:
+                self.metrics.failed(self.name, "retryable" if status in RETRY_STATUS else "rejected")
+
+    def _failed(self, exc: httpx.HTTPError, started: float) -> None:
+        if self.metrics is not None:
+            kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection"
+            self.metrics.failed(self.name, kind, time.monotonic() - started)
+
+    def _json(self, response: httpx.Response) -> dict[str, Any]:
+        """A 200's JSON, its `usage` counted."""
+        try:
+            data = response.json()
+        except ValueError:
+            if self.metrics is not None:
+                self.metrics.failed(self.name, "bad_response")
+            raise
+        if self.metrics is not None and isinstance(data, dict):
+            self.metrics.usage(self.name, data.get("usage"))
+        return data
+
     async def post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._post_url(f"{self.base_url}{path}", body)
 
@@ -197,15 +228,18 @@ class RoleClient:
                 delay = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random())
                 if self.guard is not None:
                     await self.guard()
+                started = time.monotonic()
                 try:
                     response = await self.http.post(
                         url, json=body, headers=self._headers(), timeout=self.settings.timeout_s
                     )
                 except httpx.HTTPError as exc:  # connection refused, reset, timeout
+                    self._failed(exc, started)
                     last = repr(exc)
                 else:
+                    self._answered(response.status_code, started)
                     if response.status_code == 200:
-                        return response.json()
+                        return self._json(response)
                     if response.status_code not in RETRY_STATUS:
                         raise RoleRequestError(self.name, _error_message(response), response.status_code)
                     last = f"HTTP {response.status_code}: {_error_message(response)}"
@@ -214,6 +248,8 @@ class RoleClient:
                         delay = min(60.0, float(retry_after))
                 if attempt < self.settings.max_retries:
                     await asyncio.sleep(delay)
+        if self.metrics is not None:
+            self.metrics.failed(self.name, "gave_up")
         raise RoleUnavailable(self.name, f"{url} failed after {self.settings.max_retries + 1} tries: {last}")
 
 
@@ -229,11 +265,11 @@ def _error_message(response: httpx.Response) -> str:
 
 
 class Roles:
-    """The three role clients, sharing one HTTP connection pool; build once, close once."""
+    """The role clients, sharing one HTTP connection pool (and the process's role metrics); build once, close once."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, metrics: RoleMetrics | None = None):
         self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
-        self.clients = {name: RoleClient(name, settings.role(name), self.http) for name in ROLE_NAMES}
+        self.clients = {name: RoleClient(name, settings.role(name), self.http, metrics) for name in ROLE_NAMES}
 
     def __getitem__(self, name: str) -> RoleClient:
         return self.clients[name]

@@ -218,6 +218,16 @@ class QueuedJob(BaseModel):
     batch: BatchRef | None = Field(None, description="Set when the job is one record of a batch.")
 
 
+class JobMessage(BaseModel):
+    """What a job's stream entry carries: a `QueuedJob` with its constitution by content hash — stored once in Redis
+    (`ucai:constitution:{hash}`), not copied into every job. The worker makes the `QueuedJob` of it again."""
+
+    job_id: str
+    constitution_hash: str
+    batch: BatchRef | None = None
+    request: dict[str, Any] = Field(description="The kind's request, without fields left at their default.")
+
+
 class CompareJob(QueuedJob):
     request: CompareRequest
 

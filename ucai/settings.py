@@ -8,6 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -116,9 +117,72 @@ class Settings(BaseSettings):
     redis_health_check_interval_s: int = Field(
         30, ge=0, description="A pooled Redis connection idle this long is PINGed before use (0: never).")
     # --- end of the queue block ---
+    # --- Metrics (issue 14) ---
+    metrics_require_key: bool = Field(
+        False, description="GET /metrics of the gateway needs an API key (any scope) when keys are configured; off: "
+        "it is open like /health, as Prometheus scrapes without credentials by default.")
+    metrics_redis_timeout_s: float = Field(
+        1.0, gt=0, description="Timeout of each Redis command of a /metrics scrape (queue and batch gauges); a Redis "
+        "that does not answer in time gives `ucai_redis_up 0`, and the scrape still answers.")
+    metrics_batch_scan_max: int = Field(
+        50_000, ge=0, description="Most Redis keys one scrape's batch scan looks at (SCAN): the batch gauges are "
+        "bounded work however many jobs Redis holds; over it, `ucai_batches_scan_truncated` is 1.")
+    worker_metrics_port: int = Field(
+        9400, ge=0, le=65535, description="Port of each worker's own GET /metrics (0: off). Workers on one host need "
+        "one port each; a port in use is logged and the worker runs without metrics.")
+    worker_metrics_host: str = Field(
+        "127.0.0.1", description="Address the worker's /metrics binds to (compose: 0.0.0.0, for Prometheus).")
+    # --- end of the metrics block ---
+    # --- Gateway: Redis pool (issue 13) ---
+    gateway_redis_max_connections: int = Field(
+        128, ge=1, description="Redis connections one gateway process opens at most (a blocking pool: a request "
+        "waits up to UCAI_REDIS_SOCKET_TIMEOUT_S for a free one, then answers 503), so a burst of clients cannot "
+        "exhaust Redis' connections or the process' file descriptors.")
+    # --- Compose, persistence and worker health (issue 13) ---
+    redis_appendfsync: Literal["always", "everysec", "no"] = Field(
+        "everysec", description="fsync policy of the append-only file of the Redis that `ucai up` and compose start: "
+        "`always` keeps every accepted (202) job through a power loss; `everysec` can lose ~1 s of them then (none "
+        "on a Redis crash); `no` leaves it to the OS (README: Reliability).")
+    redis_password_file: Path | None = Field(
+        None, description="File holding the Redis password (compose's secret redis_password); when set, it is put "
+        "into REDIS_URL for every connection (`Settings.redis_connection_url`).")
+    worker_name: str | None = Field(
+        None, description="Stable name of this worker process for its heartbeat key `ucai:worker:{name}` (what "
+        "`python -m services.runtime.worker --check` reads); unset: the host name (in compose, the container's).")
+    worker_heartbeat_s: float = Field(
+        5.0, gt=0, description="How often a worker writes its heartbeat key; the key expires after 3 intervals.")
+    # --- end of the issue 13 compose block ---
+    # --- Queue bounds and data scale (issue 13) ---
+    max_queue_depth: int = Field(
+        250_000, ge=1, description="Jobs the stream may hold not yet finished (undelivered + being run). Work that "
+        "would go over it is refused whole with 429 `queue_full` and Retry-After, instead of filling Redis.")
+    queue_full_retry_after_s: int = Field(30, ge=1, description="Retry-After (s) of a 429 `queue_full`.")
+    queue_retain_acked_s: float = Field(
+        60.0, ge=0, description="Acknowledged stream entries are kept this long (for inspection), then trimmed by the "
+        "workers; entries not yet delivered or still being run are never trimmed.")
+    queue_trim_interval_s: float = Field(5.0, gt=0, description="How often a worker trims acknowledged entries.")
+    rank_max_candidates: int = Field(16, ge=2, le=16, description="POST /rank: most answers one request may rank "
+                                     "(more: 422).")
+    rank_max_judgements: int = Field(
+        480, ge=1, description="POST /rank: most (pair, principle) judgements one request may fan out to — pairs "
+        "(all, or `max_pairs`) × `ensemble` (more: 422 naming `max_pairs`). 480: 16 answers, all pairs, ensemble 4.")
 
     def role(self, name: str) -> RoleSettings:
         return getattr(self, name)
+
+    def redis_connection_url(self) -> str | None:
+        """REDIS_URL with the password of `redis_password_file` in it (compose keeps the password in a secret file,
+        not in the environment); REDIS_URL as given when no file is set."""
+        if not self.redis_url or self.redis_password_file is None:
+            return self.redis_url
+        try:
+            password = self.redis_password_file.read_text().rstrip("\r\n")  # as the shell's $(cat …) reads it
+        except OSError as exc:
+            raise ValueError(f"UCAI_REDIS_PASSWORD_FILE {self.redis_password_file}: {exc}") from exc
+        parts = urlsplit(self.redis_url)
+        user = quote(unquote(parts.username or ""), safe="")
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
 
 
 @lru_cache

@@ -9,6 +9,7 @@ import time
 from services.cai.judge import Judge, compare_pair, judge_method, judge_probe
 from ucai.constitutions import Constitution
 from ucai.prompts import ContextProbe
+from ucai.queue.bounds import LimitExceeded
 from ucai.roles import Roles
 from ucai.schemas import PairResult, RankedResponse, RankJob, RankRequest, RankResult, Usage
 from ucai.settings import Settings
@@ -38,6 +39,24 @@ def bradley_terry(k: int, pairs: list[PairResult], iterations: int = 500) -> lis
         total = sum(updated)
         strength = [s / total for s in updated]
     return strength
+
+
+def rank_limits(request: RankRequest, settings: Settings) -> None:
+    """One /rank request fans out to pairs × ensemble judgements (each one or more judge calls): bounded by the
+    settings, so a single request cannot occupy the judge for everyone else. Over a bound: 422 before queueing."""
+    k = len(request.responses)
+    if k > settings.rank_max_candidates:
+        raise LimitExceeded(f"responses: {k} answers; at most {settings.rank_max_candidates} per request "
+                            "(UCAI_RANK_MAX_CANDIDATES)", param="responses", code="too_many_candidates")
+    pairs = k * (k - 1) // 2
+    if request.max_pairs:
+        pairs = min(pairs, request.max_pairs)
+    judgements = pairs * request.ensemble
+    if judgements > settings.rank_max_judgements:
+        most = max(1, settings.rank_max_judgements // request.ensemble)
+        raise LimitExceeded(f"max_pairs: {pairs} pairs × ensemble {request.ensemble} = {judgements} judgements; at "
+                            f"most {settings.rank_max_judgements} per request (UCAI_RANK_MAX_JUDGEMENTS): set "
+                            f"max_pairs ≤ {most} or a smaller ensemble", param="max_pairs", code="rank_fan_out")
 
 
 def rank_probe(request: RankRequest, constitution: Constitution, settings: Settings) -> ContextProbe:

@@ -27,6 +27,8 @@ from taskiq.acks import AcknowledgeType
 from taskiq.api import run_receiver_task
 
 from services.job_kinds import KINDS, JobKind, Runner
+from services.runtime import heartbeat as worker_heartbeat
+from ucai.metrics import WorkerMetrics, serve_worker_metrics
 from ucai.queue import (
     DELIVERY_LABEL,
     MSG_ID_LABEL,
@@ -41,6 +43,7 @@ from ucai.queue import (
     make_broker,
 )
 from ucai.queue.broker import DiscardResults, redis_options
+from ucai.queue.constitutions import ConstitutionMissing, ConstitutionStore
 from ucai.roles import RoleRequestError, Roles, RoleUnavailable
 from ucai.schemas import ErrorDetail, QueuedJob
 from ucai.settings import Settings, get_settings
@@ -181,6 +184,8 @@ async def _run_with_retries(job: QueuedJob, runner: Runner, roles: Roles, store:
         except RoleRequestError as exc:
             return JobOutcome.failure(ErrorDetail(message=str(exc), type="invalid_request_error", param=exc.role,
                                                   code=exc.code))
+        except ConstitutionMissing as exc:
+            return JobOutcome.failure(exc.error)
         except (LeaseLost, *REDIS_DOWN):
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. a malformed engine answer: retry, then report
@@ -196,7 +201,9 @@ def task_for(kind: JobKind) -> Callable[..., Awaitable[dict[str, Any] | None]]:
     """The taskiq task of a job kind: validate the payload, run it with exactly-once bookkeeping (the outcome is
     saved in the job's record by `JobStore.finish`; what the task returns is only logged by taskiq)."""
     async def task(payload: dict[str, Any], context: Context = TaskiqDepends()) -> dict[str, Any] | None:
-        outcome = await _run_job(context, kind.job.model_validate(payload), kind.runner)
+        # The entry names its constitution by hash: loaded from Redis (cached); gone → the job fails clearly.
+        job, runner = await _until_redis_answers(lambda: kind.load(payload, context.state.constitutions))
+        outcome = await context.state.metrics.jobs.track(kind.name, _run_job(context, job, runner))
         return outcome.stored() if outcome is not None else None
 
     task.__name__ = f"{kind.name}_task"
@@ -206,16 +213,21 @@ def task_for(kind: JobKind) -> Callable[..., Awaitable[dict[str, Any] | None]]:
 async def serve(settings: Settings, concurrency: int) -> None:
     if not settings.redis_url:
         raise SystemExit("REDIS_URL is not set: start the whole stack with `ucai up`, or point REDIS_URL at Redis")
-    broker = make_broker(settings, settings.redis_url)
+    broker = make_broker(settings, settings.redis_connection_url())
     for kind in KINDS.values():
         broker.register_task(task_for(kind), task_name=kind.task_name)
     broker.is_worker_process = True
     broker.state.settings = settings
-    broker.state.roles = Roles(settings)
-    redis = Redis.from_url(settings.redis_url, **redis_options(settings))
+    # Prometheus (README: Metrics): this process's jobs and model calls, on its own port (0: not served).
+    broker.state.metrics = WorkerMetrics()
+    metrics_server = serve_worker_metrics(broker.state.metrics, settings.worker_metrics_host,
+                                          settings.worker_metrics_port)
+    broker.state.roles = Roles(settings, broker.state.metrics.roles)
+    redis = Redis.from_url(settings.redis_connection_url(), **redis_options(settings))
     legacy_results = broker.result_backend  # outcomes saved by an earlier version, read only
     broker.state.store = JobStore(redis, settings.job_ttl_s, legacy_results)
     broker.state.batches = BatchStore(redis, settings.job_ttl_s)
+    broker.state.constitutions = ConstitutionStore(redis, settings.job_ttl_s)
     # The outcome is written by JobStore.finish while the lease is ours; taskiq's own write would skip that check.
     broker.result_backend = DiscardResults()
     if settings.heartbeat_s * 2 > lease_ttl_ms(settings.redelivery_idle_s) / 1000:
@@ -231,7 +243,11 @@ async def serve(settings: Settings, concurrency: int) -> None:
         # max_prefetch=0: taskiq asks for a message only with a free slot, and the broker reads one per ask
         run_receiver_task(broker, max_async_tasks=concurrency, max_prefetch=0, ack_time=AcknowledgeType.WHEN_SAVED)
     )
+    # The container healthcheck (`--check`) reads this worker's heartbeat key, written while the receiver runs.
+    beat = worker_heartbeat.Heartbeat(redis, settings, broker.consumer_name, broker.consumer_group_name, receiver)
+    beat.start()
     await stop.wait()
+    await beat.stop()
     # Unfinished jobs stay unacknowledged in the stream: cancel them while Redis is still reachable (each hands
     # itself back), then release whatever this consumer still holds so the next worker takes it without waiting.
     receiver.cancel()
@@ -251,15 +267,22 @@ async def serve(settings: Settings, concurrency: int) -> None:
     await redis.aclose()
     await legacy_results.shutdown()
     await broker.shutdown()
+    if metrics_server is not None:
+        metrics_server.shutdown()
 
 
 async def check(settings: Settings) -> int:
+    """Container healthcheck: 0 when this container's worker heartbeat is fresh (not merely when Redis answers)."""
     try:
-        async with Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0", **redis_options(settings)) as redis:
-            await redis.ping()
+        url = settings.redis_connection_url() or "redis://127.0.0.1:6379/0"
+        async with Redis.from_url(url, **redis_options(settings)) as redis:
+            problem = await worker_heartbeat.check(redis, settings)
     except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
-        print(f"unhealthy: {exc}", file=sys.stderr)
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem:
+        print(f"unhealthy: {problem}", file=sys.stderr)
         return 1
+    print(f"healthy: worker {worker_heartbeat.worker_name(settings)!r} is beating")
     return 0
 
 
@@ -267,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, default=None,
                         help="jobs run at once by this process (default: UCAI_WORKER_CONCURRENCY)")
-    parser.add_argument("--check", action="store_true", help="exit 0 when Redis answers (container healthcheck)")
+    parser.add_argument("--check", action="store_true", help="exit 0 when this worker's heartbeat is fresh")
     args = parser.parse_args(argv)
     settings = get_settings()
     if args.check:

@@ -34,8 +34,9 @@ def submit(api, stage: str, items: list[dict], key: str | None = None, **params)
 
 
 def queue_length(redis_client, stack) -> int:
+    """Entries ever queued (not XLEN: the workers trim acknowledged entries)."""
     queue = stack.env["UCAI_QUEUE_NAME"]
-    return redis_client.xlen(queue) if redis_client.exists(queue) else 0
+    return redis_client.xinfo_stream(queue)["entries-added"] if redis_client.exists(queue) else 0
 
 
 def test_categorise_batch_writes_one_outcome_per_record(api, model_server):

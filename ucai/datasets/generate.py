@@ -32,6 +32,10 @@ console = Console()
 Record = PromptRecord | dict[str, Any]  # a dict: a ready batch record ({id, prompt | messages, …request fields})
 RATE_LIMIT_TRIES = 30
 POLLS_PER_S = 4.0  # all batches together: well under a key's request rate limit (600/min by default)
+# A batch whose records would make a bigger request body goes in parts (each its own batch), so no request exceeds the
+# gateway's UCAI_MAX_BODY_BYTES (1 MB by default; a gateway with a lower one answers 413 and the part is halved).
+MAX_PART_BYTES = 512_000
+MAX_PART_RECORDS = 20_000
 
 
 def batch_key(stage: str, constitution: str, records: list[Record], params: dict[str, Any]) -> str:
@@ -75,38 +79,98 @@ def generation_params(stage: str, mode: str = "critique", *, rounds: int = 1, ma
     return params
 
 
+def _json_bytes(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False).encode())
+
+
+def split_body(body: dict[str, Any], max_bytes: int = MAX_PART_BYTES,
+               max_records: int = MAX_PART_RECORDS) -> list[dict[str, Any]]:
+    """A POST /batches body as parts of consecutive records whose bodies stay under `max_bytes` (one part: the body
+    itself). Each part is a batch of its own, keyed `<key>:part-<i>-of-<n>`: the split depends only on the records, so
+    rerunning the same command resumes the same parts."""
+    records = body["input"].get("records")
+    if records is None or (len(records) <= max_records and _json_bytes(body) <= max_bytes):
+        return [body]
+    overhead = _json_bytes({**body, "input": {"records": []}}) + 64
+    groups: list[list[dict[str, Any]]] = [[]]
+    size = overhead
+    for record in records:
+        n = _json_bytes(record) + 2
+        if groups[-1] and (size + n > max_bytes or len(groups[-1]) >= max_records):
+            groups.append([])
+            size = overhead
+        groups[-1].append(record)
+        size += n
+    if len(groups) == 1:
+        return [body]
+    key = body.get("idempotency_key")
+    return [{**body, "input": {"records": group},
+             "idempotency_key": f"{key}:part-{i}-of-{len(groups)}" if key else None}
+            for i, group in enumerate(groups, start=1)]
+
+
+def _submit(client: httpx.Client, body: dict[str, Any], max_bytes: int) -> list[dict]:
+    """POST one logical batch, in parts where it is large; the views of its parts, in record order. A part the
+    gateway finds too large (413: its body limit is lower) is split in half again."""
+    views = []
+    for part in split_body(body, max_bytes):
+        response = _call(client, "POST", "/batches", json=part)
+        records = part["input"].get("records") or []
+        if response.status_code == 413 and len(records) > 1:
+            views += _submit(client, part, max(1, _json_bytes(part) // 2))
+            continue
+        if response.status_code != 202:
+            raise RuntimeError(f"POST /batches: HTTP {response.status_code}: {response.text[:500]}")
+        views.append(response.json())
+    return views
+
+
+def merged_view(views: list[dict]) -> dict:
+    """One view of a batch submitted in parts: the counts summed, `running` while any part runs, `cancelled` if any
+    part was; `id` is the first part's, `ids` every part's."""
+    if len(views) == 1:
+        return views[0]
+    statuses = {v["status"] for v in views}
+    status = "running" if "running" in statuses else "cancelled" if "cancelled" in statuses else "completed"
+    rate = sum(v["rate_per_min"] or 0 for v in views)
+    return {**views[0], "ids": [v["id"] for v in views], "status": status, "total": sum(v["total"] for v in views),
+            "done": sum(v["done"] for v in views), "failed": sum(v["failed"] for v in views),
+            "rate_per_min": rate or None, "eta_s": None}
+
+
 def run_batches(url: str, bodies: list[dict[str, Any]], labels: list[str] | None = None,
-                poll_s: float = 1.0) -> list[tuple[dict, list[dict]]]:
+                poll_s: float = 1.0, max_part_bytes: int = MAX_PART_BYTES) -> list[tuple[dict, list[dict]]]:
     """Submit (or resume) every batch at once, so the workers always have work; show their progress; return
-    (final view, result lines) per batch, in order."""
+    (final view, result lines) per batch, in order. A batch too large for one request goes in parts (`split_body`);
+    its view and lines are those of all its parts together."""
     labels = labels or [f"{b['stage']} · {b['constitution']}" for b in bodies]
     with httpx.Client(base_url=url, timeout=120, headers=client_headers(url)) as client:
-        views = []
-        for body in bodies:
-            response = _call(client, "POST", "/batches", json=body)
-            if response.status_code != 202:
-                raise RuntimeError(f"POST /batches: HTTP {response.status_code}: {response.text[:500]}")
-            views.append(response.json())
+        parts = [_submit(client, body, max_part_bytes) for body in bodies]
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[extra]}"), TimeRemainingColumn())
         with Progress(*columns, console=console) as progress:
-            tasks = [progress.add_task(label, total=view["total"], extra="")
-                     for label, view in zip(labels, views, strict=True)]
+            tasks = [progress.add_task(label, total=merged_view(views)["total"], extra="")
+                     for label, views in zip(labels, parts, strict=True)]
             while True:
-                for task, view in zip(tasks, views, strict=True):
+                for task, views in zip(tasks, parts, strict=True):
+                    view = merged_view(views)
                     extra = f"failed {view['failed']}" + (f" · {view['rate_per_min']:.1f}/min"
                                                           if view["rate_per_min"] else "")
                     progress.update(task, completed=view["done"] + view["failed"], extra=extra)
-                running = [i for i, v in enumerate(views) if v["status"] == "running"]
+                running = [(i, j) for i, views in enumerate(parts) for j, v in enumerate(views)
+                           if v["status"] == "running"]
                 if not running:
                     break
                 time.sleep(max(poll_s, len(running) / POLLS_PER_S))
-                for i in running:
-                    views[i] = _call(client, "GET", f"/batches/{views[i]['id']}").json()
+                for i, j in running:
+                    parts[i][j] = _call(client, "GET", f"/batches/{parts[i][j]['id']}").json()
         results = []
-        for view in views:
-            text = _call(client, "GET", f"/batches/{view['id']}/results").text
-            results.append((view, [json.loads(line) for line in text.splitlines() if line.strip()]))
+        for views in parts:
+            lines = []
+            for view in views:
+                text = _call(client, "GET", f"/batches/{view['id']}/results").text
+                lines += [json.loads(line) for line in text.splitlines() if line.strip()]
+            results.append((merged_view(views), lines))
     return results
 
 
@@ -133,7 +197,8 @@ def generate(url: str, layout: Layout, dataset: str, stage: str, constitution: s
         raise RuntimeError(f"batch {view['id']} ended {view['status']}")
     by_id = {r.id: r.model_dump(mode="json") for r in records}
     first = next((line["result"] for line in lines if line["status"] == "completed"), {})
-    manifest = {"batch_id": view["id"], "batch_key": key, "stage": stage, "constitution": constitution,
+    manifest = {"batch_id": view["id"], "batch_ids": view.get("ids", [view["id"]]), "batch_key": key,
+                "stage": stage, "constitution": constitution,
                 "constitution_hash": first.get("constitution_hash"), "dataset": dataset, "params": params,
                 "mode": mode if stage == "sft" else params.get("pairs"),
                 "source_files": sorted({r.source for r in records}), "gateway": url,

@@ -63,8 +63,9 @@ class BatchStore:
     async def is_cancelled(self, batch_id: str) -> bool:
         return (await self.redis.hget(self.key(batch_id), "status")) == b"cancelled"
 
-    async def ids(self, batch_id: str) -> list[str]:
-        return [i.decode() for i in await self.redis.lrange(self.key(batch_id, "ids"), 0, -1)]
+    async def ids(self, batch_id: str, start: int = 0, stop: int = -1) -> list[str]:
+        """The record ids in input order (`start` … `stop` inclusive: a page of them)."""
+        return [i.decode() for i in await self.redis.lrange(self.key(batch_id, "ids"), start, stop)]
 
     async def outcomes(self, batch_id: str, record_ids: list[str]) -> list[tuple[str, str | None, str | None]]:
         """(id, result JSON, failure JSON) for each id."""

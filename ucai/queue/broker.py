@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
@@ -22,6 +23,7 @@ from taskiq.abc.result_backend import AsyncResultBackend
 from taskiq.serializers import JSONSerializer
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
+from ucai.queue.bounds import trim_acknowledged
 from ucai.settings import Settings
 
 logger = logging.getLogger("ucai.queue")
@@ -66,6 +68,10 @@ class ReclaimingStreamBroker(RedisStreamBroker):
     """
 
     _abandoned: set[str] | None = None
+    # Trimming acknowledged entries (`bounds.trim_acknowledged`), between reads: set from the settings (make_broker).
+    trim_every_s: float = 5.0
+    retain_acked_s: float = 60.0
+    _next_trim: float = 0.0
 
     def abandon(self, delivery: str) -> None:
         """Leave this delivery unacknowledged: another worker runs (or will run) its job."""
@@ -121,6 +127,7 @@ class ReclaimingStreamBroker(RedisStreamBroker):
     async def _listen_once(self) -> AsyncGenerator[AckableMessage, None]:
         async with Redis(connection_pool=self.connection_pool) as conn:
             while True:
+                await self._trim_when_due(conn)
                 entry = await self._reclaim_one(conn)
                 if entry is None:
                     fetched = await conn.xreadgroup(self.consumer_group_name, self.consumer_name,
@@ -136,6 +143,22 @@ class ReclaimingStreamBroker(RedisStreamBroker):
                 delivery = uuid.uuid4().hex
                 yield AckableMessage(data=self._tagged(fields[b"data"], msg_id, delivery),
                                      ack=self._ack_unless_abandoned(msg_id, delivery))
+
+    async def _trim_when_due(self, conn: Redis) -> None:
+        """Every `trim_every_s`, drop the acknowledged entries past the retention, so the stream holds what is still
+        to run (the worker reads again after each job it finishes: the trim runs between reads)."""
+        if time.monotonic() < self._next_trim:
+            return
+        self._next_trim = time.monotonic() + self.trim_every_s
+        try:
+            trimmed = await trim_acknowledged(conn, self.queue_name, self.retain_acked_s)
+        except (RedisConnectionError, RedisTimeoutError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed trim only leaves entries for the next one
+            logger.warning("could not trim %s: %s", self.queue_name, exc)
+            return
+        if trimmed:
+            logger.debug("trimmed %d acknowledged entries of %s", trimmed, self.queue_name)
 
     async def _reclaim_one(self, conn: Redis) -> tuple[bytes, dict] | None:
         """The oldest entry idle past the timeout, claimed for this consumer (XCLAIM re-checks the idle time, so of
@@ -187,4 +210,5 @@ def make_broker(settings: Settings, redis_url: str) -> ReclaimingStreamBroker:
         xread_block=max(1, min(1000, int(settings.redis_socket_timeout_s * 500))),
         **options,
     )
+    broker.trim_every_s, broker.retain_acked_s = settings.queue_trim_interval_s, settings.queue_retain_acked_s
     return broker.with_result_backend(backend).with_serializer(JSONSerializer())

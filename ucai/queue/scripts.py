@@ -1,7 +1,8 @@
 """Every Lua script of the queue. Each is one atomic step in Redis; the comment above it says why it has to be.
 
-Keys: the job `ucai:job:{id}` (hash: status, counters, request, `outcome`), its lease `ucai:job:{id}:lease` (the
-owner's token, with an expiry), the batch `ucai:batch:{id}` (meta) with `:ids`, `:results`, `:failed`.
+Keys: the job `ucai:job:{id}` (hash: status, counters, `outcome`), its lease `ucai:job:{id}:lease` (the owner's
+token, with an expiry), the batch `ucai:batch:{id}` (meta) with `:ids`, `:results`, `:failed`; the stream; the
+constitutions the jobs name, `ucai:constitution:{hash}` (`constitutions.py`).
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from __future__ import annotations
 # queue nothing more, a reader never sees a record without its fields, and a crash leaves neither a record without
 # expiry nor one that was never queued. A record without `enqueued` (written by a version that queued in a second
 # step and died in between) is queued now.
-# KEYS: job[, stream]. ARGV: now, kind, request, owner, ttl_s[, message]. Returns 1 when created.
+# KEYS: job[, stream]. ARGV: now, kind, request ('' for none: a queued job's request is in its stream entry only),
+# owner, ttl_s[, message]. Returns 1 when created.
 SUBMIT = """
 if redis.call('HGET', KEYS[1], 'enqueued') then return 0 end
 local existed = redis.call('EXISTS', KEYS[1]) == 1
@@ -21,7 +23,8 @@ if existed then
   return 0
 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'kind', ARGV[2], 'created_at', ARGV[1], 'updated_at', ARGV[1],
-           'attempts', 0, 'completions', 0, 'request', ARGV[3], 'owner', ARGV[4])
+           'attempts', 0, 'completions', 0, 'owner', ARGV[4])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'request', ARGV[3]) end
 if #KEYS == 2 then redis.call('HSET', KEYS[1], 'enqueued', 1) end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
@@ -114,4 +117,41 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 return 1
+"""
+
+# Trim the stream of acknowledged entries. Why atomic: what may go is decided from every consumer group's
+# last-delivered id and oldest pending id at the same instant the entries go, so no entry that is undelivered (after
+# a group's last-delivered id) or pending (delivered, not yet acknowledged: running, or to be reclaimed) is trimmed,
+# however deliveries and acks race. Entries newer than the retention (ARGV[1] ms, Redis' clock) stay too. A stream
+# without a group is never trimmed (nothing has read it).
+# KEYS: stream. ARGV: retain_ms. Returns the number of entries trimmed.
+TRIM_ACKED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then return 0 end
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local now = redis.call('TIME')
+local min_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[1])
+local min_seq = 0
+local function keep(ms, seq)
+  if ms < min_ms or (ms == min_ms and seq < min_seq) then min_ms, min_seq = ms, seq end
+end
+for _, group in ipairs(groups) do
+  local name, last
+  for i = 1, #group, 2 do
+    if group[i] == 'name' then name = group[i + 1] elseif group[i] == 'last-delivered-id' then last = group[i + 1] end
+  end
+  local ms, seq = parse(last)
+  keep(ms, seq + 1)  -- the first entry this group has not been given
+  local pending = redis.call('XPENDING', KEYS[1], name)
+  if pending[1] > 0 then
+    ms, seq = parse(pending[2])
+    keep(ms, seq)  -- its oldest entry delivered and not acknowledged
+  end
+end
+if min_ms < 0 then return 0 end
+return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f-%.0f', min_ms, min_seq))
 """
