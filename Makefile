@@ -64,3 +64,15 @@ test-fast: install chromium
 
 clean:
 	rm -rf $(VENV) .ucai
+
+# Issue 14's benchmarks (bench/README.md): `make bench` runs all six, `make bench BENCH=pipeline` one (BENCH_ARGS
+# are passed on, e.g. --quick). Each uses the stack at http://127.0.0.1:8000 when it answers, else starts what it
+# needs on free ports; results go to bench/results/<name>.json. One OpenMP thread: the benchmark process runs beside
+# vllm serve (naive and training set their own thread count when they have the machine to themselves).
+.PHONY: bench
+BENCHES ?= gateway latency pipeline naive memory training
+BENCH ?= $(BENCHES)
+BENCH_ARGS ?=
+bench: install
+	$(VENV)/bin/ucai model prepare
+	set -e; for b in $(BENCH); do echo "== bench $$b"; OMP_NUM_THREADS=1 $(PY) bench/$$b.py $(BENCH_ARGS); done

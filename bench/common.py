@@ -166,10 +166,12 @@ def stack_env(redis_url: str, role_url: str, **extra: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def stack(args: argparse.Namespace, *, role_url: str | None = None, vllm_args: Sequence[str] = (),
-          worker_env: dict[str, str] | None = None, max_model_len: int = 4096) -> Iterator[Stack]:
+          worker_env: dict[str, str] | None = None, max_model_len: int = 4096, model: str | None = None,
+          dtype: str | None = None, enforce_eager: bool | None = None) -> Iterator[Stack]:
     """The gateway at args.url when its /health answers; else redis + `vllm serve` (or role_url, e.g. the fast test
     server) + args.workers worker(s) + gateway started here, on free ports, and stopped on exit. vLLM is started with
-    VLLM_SERVER_DEV_MODE=1 so a benchmark can reset its prefix cache between the two sides of a comparison."""
+    VLLM_SERVER_DEV_MODE=1 so a benchmark can reset its prefix cache between the two sides of a comparison; `model`,
+    `dtype` and `enforce_eager` default to the bundled model and the settings (the GPU script passes its own)."""
     if args.url and _answers(f"{args.url.rstrip('/')}/health"):
         from ucai.settings import get_settings
 
@@ -178,6 +180,7 @@ def stack(args: argparse.Namespace, *, role_url: str | None = None, vllm_args: S
         yield Stack(args.url.rstrip("/"), base.rstrip("/"), _existing_key(args.api_key))
         return
     from services.runtime.local_stack import free_port, start_gateway, start_vllm, start_worker, stop, wait_http
+    from ucai.engine_dtype import EngineDtype
     from ucai.local_redis import start_redis
     from ucai.model_prepare import resolve_model_path
 
@@ -191,9 +194,10 @@ def stack(args: argparse.Namespace, *, role_url: str | None = None, vllm_args: S
             processes["redis"] = start_redis(Path(redis_dir), redis_port)
             if role_url is None:
                 port = free_port()
-                processes["vllm"] = start_vllm(resolve_model_path(), port, SERVED_NAME, max_model_len,
+                processes["vllm"] = start_vllm(model or resolve_model_path(), port, SERVED_NAME, max_model_len,
                                                logs / "vllm.log", extra_args=list(vllm_args),
-                                               env={"VLLM_SERVER_DEV_MODE": "1"})
+                                               dtype=EngineDtype(dtype, "benchmark") if dtype else None,
+                                               enforce_eager=enforce_eager, env={"VLLM_SERVER_DEV_MODE": "1"})
                 role_url = f"http://127.0.0.1:{port}/v1"
                 wait_http(f"{role_url}/models", processes["vllm"], 900, "vllm serve")
             env = stack_env(f"redis://127.0.0.1:{redis_port}/0", role_url, **(worker_env or {}))

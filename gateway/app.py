@@ -13,7 +13,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from gateway.access import Access, current_caller
 from gateway.body_limit import BodySizeLimit
-from gateway.errors import install_error_handlers
+from gateway.errors import document_errors, install_error_handlers
 from gateway.jobs import JobService
 from gateway.metrics import install_metrics
 from gateway.routers import (
@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(StrictJSON)  # 400 for hostile JSON; inside BodySizeLimit, so it reads a bounded body
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
+    document_errors(app)
     install_metrics(app)  # GET /metrics; its middleware outermost, so it counts every answer
     for module in (critique, compare, batches, jobs, constitutions, health, openai_chat, side_by_side, admin, page):
         app.include_router(module.router)

@@ -316,6 +316,16 @@ def test_redis_appendfsync_is_the_setting(services):
     assert flag_value(shell_args(services["redis"]), "--appendfsync") == default == "everysec"
 
 
+def test_redis_is_bounded_and_never_evicts(services):
+    """maxmemory from UCAI_REDIS_MAXMEMORY (the app's default), policy noeviction: an evicted job key would be an
+    accepted job lost; a full Redis refuses new work instead (503 queue_full)."""
+    from ucai.settings import Settings
+
+    args = shell_args(services["redis"])
+    assert flag_value(args, "--maxmemory") == Settings.model_fields["redis_maxmemory"].default
+    assert flag_value(args, "--maxmemory-policy") == "noeviction"
+
+
 # ---------------------------------------------------------------- files and volumes
 
 

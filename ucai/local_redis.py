@@ -40,7 +40,9 @@ def start_redis(data_dir: Path, port: int, timeout_s: float = 20.0,
     data_dir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-         "--appendonly", "yes", "--appendfsync", appendfsync, "--save", "", "--protected-mode", "no",
+         "--appendonly", "yes", "--appendfsync", appendfsync, "--save", "",
+         # a bound, and never evict: an evicted job key would be an accepted job lost (README: Reliability)
+         "--maxmemory", get_settings().redis_maxmemory, "--maxmemory-policy", "noeviction", "--protected-mode", "no",
          "--logfile", str(data_dir / "redis.log")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )

@@ -143,6 +143,9 @@ class Settings(BaseSettings):
         "everysec", description="fsync policy of the append-only file of the Redis that `ucai up` and compose start: "
         "`always` keeps every accepted (202) job through a power loss; `everysec` can lose ~1 s of them then (none "
         "on a Redis crash); `no` leaves it to the OS (README: Reliability).")
+    redis_maxmemory: str = Field(
+        "2gb", description="maxmemory of the Redis that `ucai up` and compose start, with policy noeviction: a full Redis "
+        "refuses new work (the gateway answers 503 `queue_full`) and never evicts an accepted job. 0: no limit.")
     redis_password_file: Path | None = Field(
         None, description="File holding the Redis password (compose's secret redis_password); when set, it is put "
         "into REDIS_URL for every connection (`Settings.redis_connection_url`).")

@@ -1,0 +1,70 @@
+"""The issue-14 benchmarks stay runnable: each imports and answers --help (no model), and `gateway --quick` runs for
+real against the fast test server (own redis-server, worker and gateway subprocesses, a load driver process)."""
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import common
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHES = ("pipeline", "naive", "gateway", "training", "memory", "latency")
+
+
+@pytest.mark.parametrize("name", BENCHES)
+def test_bench_imports_and_answers_help(name, capsys):
+    module = importlib.import_module(f"bench.{name}")
+    with pytest.raises(SystemExit) as exit_:
+        module.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage:") and "--quick" in out
+
+
+@pytest.mark.parametrize("name", BENCHES)
+def test_bench_runs_as_a_script(name):
+    """`python bench/<name>.py` (what `make bench` runs) finds the repository's packages from any directory."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), "--help"], cwd="/",
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "--quick" in done.stdout
+
+
+def test_makefile_bench_target_runs_every_benchmark():
+    done = subprocess.run(["make", "-n", "bench", "VENV=.venv"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    for name in BENCHES:
+        assert f"bench/{name}.py" in done.stdout
+    one = subprocess.run(["make", "-n", "bench", "BENCH=pipeline"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert "bench/pipeline.py" in one.stdout and "bench/naive.py" not in one.stdout
+
+
+def test_percentile_and_table():
+    assert common.percentile([], 50) is None
+    assert common.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert common.percentile([5.0, 1.0], 100) == 5.0
+    text = common.print_table([{"a": "x", "b": 1.23456}, {"a": "longer", "b": 12.0}], ["a", "b"])
+    assert text.splitlines()[0].split() == ["a", "b"] and "1.23" in text and "12.0" in text
+
+
+def test_gateway_quick_against_the_test_server(tmp_path):
+    out = tmp_path / "gateway.json"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "gateway.py"), "--quick", "--url", "",
+                           "--logs", str(tmp_path / "logs"), "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**common.os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "gateway" and result["ratio"] > 0
+    paths = {row["path"]: row for row in result["latency"]}
+    assert paths["direct"]["n"] == 20 and paths["wait"]["p50_ms"] > paths["direct"]["p50_ms"] > 0
+    assert [row["concurrency"] for row in result["enqueue"]] == [1, 16]
+    assert all(row["accepted"] > 0 and row["refused"] == 0 for row in result["enqueue"])
+    assert result["machine"]["cores"] and "latency, one request at a time" in done.stdout
