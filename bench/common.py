@@ -149,8 +149,9 @@ def _existing_key(api_key: str | None) -> dict[str, str]:
 
 
 def stack_env(redis_url: str, role_url: str, **extra: str) -> dict[str, str]:
-    """Worker and gateway environment: every role on role_url, auth off, no worker metrics port clash."""
-    from services.runtime.local_stack import service_env
+    """Worker and gateway environment as `ucai up` makes it, but every role on role_url, auth off, no worker metrics
+    port clash."""
+    from services.runtime.local_stack import LOCAL_WORKER_CONCURRENCY, service_env
     from ucai.settings import ROLE_NAMES
 
     env = service_env(REDIS_URL=redis_url, UCAI_WORKER_METRICS_PORT="0",
@@ -160,6 +161,7 @@ def stack_env(redis_url: str, role_url: str, **extra: str) -> dict[str, str]:
     for role in ROLE_NAMES:
         env[f"UCAI_{role.upper()}__BASE_URL"] = role_url
         env[f"UCAI_{role.upper()}__MODEL"] = SERVED_NAME
+    env.setdefault("UCAI_WORKER_CONCURRENCY", str(LOCAL_WORKER_CONCURRENCY))  # as `ucai up` starts its worker
     env.update(extra)
     return env
 

@@ -57,7 +57,7 @@ async def run_pipeline(url: str, headers: dict[str, str], prompts: list[str], ar
         started = time.perf_counter()
         results = await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
         wall = time.perf_counter() - started
-    return {"wall_s": wall, "usage": [r["usage"] for r in results]}
+    return {"wall_s": wall, "usage": [r["usage"] for r in results], "job_s": [r["timings"]["total"] for r in results]}
 
 
 async def run_raw(role_url: str, prompts: list[str], args: argparse.Namespace) -> dict:
@@ -80,7 +80,30 @@ async def run_raw(role_url: str, prompts: list[str], args: argparse.Namespace) -
         wall = time.perf_counter() - started
     finally:
         await roles.aclose()
-    return {"wall_s": wall, "usage": [r.usage.model_dump() for r in results]}
+    return {"wall_s": wall, "usage": [r.usage.model_dump() for r in results],
+            "job_s": [r.timings["total"] for r in results]}
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU time (user + system) used so far by each process and its children, summed per name before any '-'."""
+    import psutil
+
+    used: dict[str, float] = {}
+    for name, pid in pids.items():
+        try:
+            root = psutil.Process(pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        total = 0.0
+        for p in tree:
+            try:
+                times = p.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                continue
+        used[name.split("-")[0]] = used.get(name.split("-")[0], 0.0) + total
+    return used
 
 
 def summarise(side: str, runs: list[dict], conversations: int, hits: list[float | None]) -> dict:
@@ -91,22 +114,29 @@ def summarise(side: str, runs: list[dict], conversations: int, hits: list[float 
     return {"side": side, "conversations": conversations, "runs": len(runs), "wall_s": round(wall, 2),
             "conv_per_s": round(conversations / wall, 3), "out_tok_per_s": round(tokens / wall, 1),
             "output_tokens": int(tokens), "model_calls": int(requests),
-            "prefix_hit_rate": round(statistics.mean(hit), 3) if hit else None}
+            "prefix_hit_rate": round(statistics.mean(hit), 3) if hit else None,
+            "mean_conversation_s": round(statistics.mean(statistics.mean(r["job_s"]) for r in runs), 1),
+            "cpu_s": {k: round(statistics.mean(r["cpu_s"].get(k, 0.0) for r in runs), 1)
+                      for k in runs[0].get("cpu_s", {})}}
 
 
 def measure(role_url: str, url: str, headers: dict[str, str], prompts: list[str], args: argparse.Namespace,
-            order: list[str]) -> tuple[dict[str, list[dict]], dict[str, list[float | None]], bool]:
+            order: list[str], pids: dict[str, int] | None = None
+            ) -> tuple[dict[str, list[dict]], dict[str, list[float | None]], bool]:
     runs: dict[str, list[dict]] = {"raw": [], "pipeline": []}
     hits: dict[str, list[float | None]] = {"raw": [], "pipeline": []}
     reset_ok = True
     for side in order:
         reset_ok &= reset_prefix_cache(role_url)
         before = vllm_counters(role_url)
+        cpu_before = cpu_seconds({"bench": os.getpid(), **(pids or {})})
         if side == "raw":
             run = asyncio.run(run_raw(role_url, prompts, args))
         else:
             run = asyncio.run(run_pipeline(url, headers, prompts, args))
         after = vllm_counters(role_url)
+        cpu_after = cpu_seconds({"bench": os.getpid(), **(pids or {})})
+        run["cpu_s"] = {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after}
         queries = after.get("vllm:prefix_cache_queries", 0) - before.get("vllm:prefix_cache_queries", 0)
         hit = (after.get("vllm:prefix_cache_hits", 0) - before.get("vllm:prefix_cache_hits", 0)) / queries \
             if queries else None
@@ -141,13 +171,16 @@ def main(argv: list[str] | None = None) -> dict:
         from ucai.settings import get_settings
 
         settings = get_settings()
-        runs, hits, reset_ok = measure(s.role_url, s.url, s.headers, prompts, args, order)
+        runs, hits, reset_ok = measure(s.role_url, s.url, s.headers, prompts, args, order, s.pids())
     rows = [summarise(side, runs[side], len(prompts), hits[side]) for side in ("raw", "pipeline")]
     raw, pipe = rows
     ratio = pipe["conv_per_s"] / raw["conv_per_s"]
     token_ratio = pipe["out_tok_per_s"] / raw["out_tok_per_s"]
     print_table(rows, ["side", "conversations", "wall_s", "conv_per_s", "out_tok_per_s", "output_tokens",
                        "model_calls", "prefix_hit_rate"], title=f"pipeline vs raw engine ({args.label or 'current'})")
+    for row in rows:
+        print(f"  {row['side']}: CPU seconds used meanwhile {row['cpu_s']}; mean conversation "
+              f"{row['mean_conversation_s']}s")
     print(f"pipeline / raw: {ratio:.3f} conversations/s, {token_ratio:.3f} output tokens/s (goal >= 0.9)")
     payload = {"label": args.label, "prompts": len(prompts), "max_tokens": args.max_tokens, "rounds": args.rounds,
                "order": order, "rows": rows, "token_ratio": round(token_ratio, 3),

@@ -52,7 +52,10 @@ async def drive(url: str, path: str, body: Callable[[int, int], dict], clients: 
     """`clients` clients POST `body(client, n)` to `path` until `duration_s` has passed (requests already sent are
     answered); each 200 / 202 answer's `id` is an accepted job."""
     run = LoadRun(clients, duration_s)
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    # A connection per request, as from separate clients. (Reused keep-alive connections race uvicorn's 5 s idle
+    # close when a starved client sends its next request just as the server closes: a ReadError with the request
+    # never read — the client's doing, not the gateway's.)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as http:
         started = time.monotonic()
         end = started + duration_s

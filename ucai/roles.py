@@ -268,7 +268,8 @@ class Roles:
     """The role clients, sharing one HTTP connection pool (and the process's role metrics); build once, close once."""
 
     def __init__(self, settings: Settings, metrics: RoleMetrics | None = None):
-        self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+        # Every pooled connection is kept alive: at each role's full concurrency none is closed and reopened.
+        self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=256))
         self.clients = {name: RoleClient(name, settings.role(name), self.http, metrics) for name in ROLE_NAMES}
 
     def __getitem__(self, name: str) -> RoleClient:

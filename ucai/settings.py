@@ -29,7 +29,8 @@ class RoleSettings(BaseModel):
     max_tokens: int = Field(256, ge=1, description="Default completion length.")
     timeout_s: float = Field(120.0, gt=0, description="Timeout of one HTTP request.")
     max_retries: int = Field(4, ge=0, description="Retries on 429/5xx/connection errors, with exponential backoff.")
-    concurrency: int = Field(16, ge=1, description="Concurrent requests per worker process to this role.")
+    concurrency: int = Field(64, ge=1, description="Concurrent requests per worker process to this role (a batching "
+                             "engine such as vLLM serves many at once: bench/pipeline.py).")
     method: Literal["logprob", "contrast", "cot", "option"] = Field(
         "contrast", description="Judge role: the judge method used when a request names none. Measured on the "
         "bundled 135M model, contrast is far above chance and logprob is not (README: the judge); measure another "
@@ -144,8 +145,8 @@ class Settings(BaseSettings):
         "`always` keeps every accepted (202) job through a power loss; `everysec` can lose ~1 s of them then (none "
         "on a Redis crash); `no` leaves it to the OS (README: Reliability).")
     redis_maxmemory: str = Field(
-        "2gb", description="maxmemory of the Redis that `ucai up` and compose start, with policy noeviction: a full Redis "
-        "refuses new work (the gateway answers 503 `queue_full`) and never evicts an accepted job. 0: no limit.")
+        "2gb", description="maxmemory of the Redis that `ucai up` and compose start, with policy noeviction: a full "
+        "Redis refuses new work (the gateway answers 503 `queue_full`) and never evicts an accepted job. 0: no limit.")
     redis_password_file: Path | None = Field(
         None, description="File holding the Redis password (compose's secret redis_password); when set, it is put "
         "into REDIS_URL for every connection (`Settings.redis_connection_url`).")

@@ -28,7 +28,10 @@ async def list_models(roles: RolesDep, caller: CallerDep) -> ModelList:
     return ModelList(data=[ModelCard(id=name) for name in served if caller.can_use_model(name)])
 
 
-@router.post("/chat/completions", responses={code: {"model": ErrorEnvelope} for code in (400, 404, 422, 503)})
+@router.post("/chat/completions", responses={
+    200: {"content": {"text/event-stream": {}}, "description": "The completion (JSON), or with `stream: true` its "
+          "server-sent events, then `data: [DONE]`."},
+    **{code: {"model": ErrorEnvelope} for code in (400, 404, 422, 503)}})
 async def chat_completions(body: ChatCompletionRequest, roles: RolesDep, caller: CallerDep, settings: SettingsDep):
     public = body.model
     await caller.use_model(public, prompt=next((m.content for m in reversed(body.messages) if m.role == "user"), None))

@@ -27,6 +27,10 @@ from ucai.model_prepare import resolve_model_path
 from ucai.settings import ROLE_NAMES, get_settings
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "0.0.0.0"}
+# Jobs the local worker runs at once (unless UCAI_WORKER_CONCURRENCY says otherwise): they wait on the engine, which
+# batches them, so a worker holding 64 keeps the engine as busy as direct calls do (bench/pipeline.py; at the
+# settings' default of 8 the pipeline reached 0.x of the raw engine's conversations/s).
+LOCAL_WORKER_CONCURRENCY = 64
 
 
 def free_port() -> int:
@@ -139,6 +143,7 @@ class LocalStack:
         lora_args = chat_adapters.serve_args(adapters, runtime=settings.chat_runtime_lora)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = service_env()
+        env.setdefault("UCAI_WORKER_CONCURRENCY", str(LOCAL_WORKER_CONCURRENCY))
         if settings.api_keys_file is None and not settings.api_keys:  # never an open gateway by default
             keys_file, dev_key = ensure_dev_key(Path(".ucai"))
             env["UCAI_API_KEYS_FILE"] = str(keys_file.resolve())
@@ -181,8 +186,12 @@ class LocalStack:
             if extra and settings.chat_runtime_lora:
                 print("  LoRA     adapters trained later: POST /admin/adapters/reload "
                       "(also at the end of `ucai train`)")
-        for i in range(self.workers):
-            self.processes.append((f"worker-{i}", start_worker(env, self.log_dir / f"worker-{i}.log")))
+        for i in range(self.workers):  # each serves its Prometheus /metrics on a port of its own (README: Metrics)
+            metrics_port = settings.worker_metrics_port + i if settings.worker_metrics_port else 0
+            self.processes.append((f"worker-{i}", start_worker({**env, "UCAI_WORKER_METRICS_PORT": str(metrics_port)},
+                                                               self.log_dir / f"worker-{i}.log")))
+            if metrics_port:
+                print(f"worker-{i}   metrics on http://{settings.worker_metrics_host}:{metrics_port}/metrics")
         gateway = start_gateway(env, self.port, self.log_dir / "gateway.log")
         self.processes.append(("gateway", gateway))
         wait_http(f"http://127.0.0.1:{self.port}/ready", gateway, 120, "gateway")
