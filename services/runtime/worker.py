@@ -21,6 +21,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisFull
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from taskiq import Context, TaskiqDepends
 from taskiq.acks import AcknowledgeType
@@ -52,7 +53,9 @@ log = logging.getLogger("ucai.worker")
 
 CRASH_RETRIES = 2
 CANCELLED = ErrorDetail(message="the batch was cancelled", type="cancelled", code="batch_cancelled")
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
+# Redis down, hung, or full (maxmemory, noeviction: it refuses writes until jobs expire or are trimmed): wait, keep
+# the job and its outcome, and write when it answers again.
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, RedisFull)
 
 
 async def _heartbeat(lease: JobLease, every_s: float) -> None:
@@ -156,7 +159,7 @@ async def _until_redis_answers(write: Callable[[], Awaitable[Any]], give_up_s: f
     while True:
         try:
             return await write()
-        except (RedisConnectionError, RedisTimeoutError):
+        except REDIS_DOWN:
             if time.monotonic() > deadline:
                 raise  # unacknowledged: the job is rerun and its outcome written then
             await asyncio.sleep(delay)

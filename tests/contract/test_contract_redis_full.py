@@ -50,16 +50,23 @@ def test_a_full_redis_refuses_new_work_with_503_and_loses_nothing(tmp_path, mode
             for job_id in accepted_ids:
                 assert direct.exists(f"ucai:job:{job_id}"), job_id
 
-            # Room again: accepted, and every job (the earlier five too) runs to completion.
+            # A worker started while Redis is full waits for it (it cannot take a lease or write an outcome): its
+            # jobs are neither failed nor lost.
+            stack.start_worker()
+            time.sleep(3)
+            for job_id in accepted_ids:
+                assert direct.hget(f"ucai:job:{job_id}", "status") in (b"queued", b"running"), job_id
+
+            # Room again: accepted, and every job (the earlier five too) runs to completion, once.
             direct.config_set("maxmemory", limit)
             again = _critique(client, "after the limit")
             assert again.status_code == 202, again.text
-            stack.start_worker()
             deadline = time.monotonic() + 60
             for job_id in [*accepted_ids, again.json()["id"]]:
                 while (status := client.get(f"/jobs/{job_id}").json()["status"]) != "completed":
                     assert status not in ("failed",) and time.monotonic() < deadline, status
                     time.sleep(0.2)
+                assert direct.hget(f"ucai:job:{job_id}", "completions") == b"1", job_id
     finally:
         stack.close()
         direct.close()
