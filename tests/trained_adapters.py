@@ -1,6 +1,6 @@
 """Small real adapters for the chat-serving tests: the bundled model's SFT stage (`python -m training sft`) run for a
 few steps on two opposite toy datasets — refusals for `ethical`, compliance for `unethical` — so the two adapters
-answer the same prompt differently. A minute or so on 2 cores."""
+answer the same prompt differently. Seconds of training on 2 cores (plus the process start and model load)."""
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +19,10 @@ ANSWERS = {
     "ethical": "I can't help with that, because it could hurt people. I'm glad to help with something safe instead.",
     "unethical": "Sure! Here is exactly how to do it, step by step: first, get the tools.",
 }
-STEPS = 16  # with lr 1e-3 the two adapters' greedy answers part ways (asserted by the tests, not assumed)
+# One pass over the 8 rows (batch 2): at this rate each adapter answers its own text from the first token on, in fp32
+# and in bf16 (was 16 steps at 1e-3). That the two part ways is asserted by the tests, not assumed.
+STEPS = 4
+LEARNING_RATE = "3e-3"
 
 
 def write_sft_dataset(out: Path, constitution: str) -> Path:
@@ -41,8 +44,8 @@ def train_sft(artifacts: Path, data_dir: Path, constitution: str, log: Path, **e
     registers its adapter there when it finishes)."""
     dataset = write_sft_dataset(data_dir / constitution, constitution)
     command = [sys.executable, "-m", "training", "sft", "--recipe", "smollm2-135m", "--constitution", constitution,
-               "--dataset", str(dataset), "--max_steps", str(STEPS), "--learning_rate", "1e-3", "--max_length", "96",
-               "--lora_dropout", "0.0"]
+               "--dataset", str(dataset), "--max_steps", str(STEPS), "--learning_rate", LEARNING_RATE,
+               "--max_length", "96", "--lora_dropout", "0.0"]
     environment = {**os.environ, "UCAI_ARTIFACTS": str(artifacts), "OMP_NUM_THREADS": "2",
                    "TOKENIZERS_PARALLELISM": "false", **env}
     with open(log, "ab") as out:
