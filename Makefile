@@ -75,4 +75,5 @@ BENCH ?= $(BENCHES)
 BENCH_ARGS ?=
 bench: install
 	$(VENV)/bin/ucai model prepare
-	set -e; for b in $(BENCH); do echo "== bench $$b"; OMP_NUM_THREADS=1 $(PY) bench/$$b.py $(BENCH_ARGS); done
+	set -e; for b in $(BENCH); do echo "== bench $$b"; OMP_NUM_THREADS=1 $(PY) bench/$$b.py $(BENCH_ARGS); done; \
+	$(PY) bench/common.py $(BENCH)

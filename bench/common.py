@@ -245,3 +245,36 @@ def vllm_counters(role_url: str, names: Sequence[str] = ("vllm:prefix_cache_quer
             with contextlib.suppress(ValueError):
                 totals[base] = totals.get(base, 0.0) + float(value)
     return totals
+
+
+# name → (what its ratio is, the goal) for the summary `make bench` ends with.
+GOALS = {
+    "gateway": ("best enqueues/s ÷ 1000", "≥ 1 (and added p50 ≤ 3 ms)"),
+    "latency": ("critique rounds=1: warm p50 ÷ cold p50", "— (one-sided)"),
+    "pipeline": ("pipeline ÷ raw engine, conversations/s", "≥ 0.9"),
+    "naive": ("pipeline ÷ naive generate loop, conversations/s", "≥ 10"),
+    "memory": ("peak RSS of the whole stack ÷ 4 GiB", "≤ 1"),
+    "training": ("project SFT ÷ plain TRL, s/step (grpo_ratio: GRPO)", "≤ 1.05"),
+}
+
+
+def summary(names: Sequence[str] = tuple(GOALS)) -> str:
+    """A markdown table of the latest results of each benchmark (bench/results/<name>.json)."""
+    lines = ["| benchmark | ratio | ratio is | goal | measured |", "|---|---|---|---|---|"]
+    for name in names:
+        path = RESULTS / f"{name}.json"
+        what, goal = GOALS.get(name, ("", ""))
+        if not path.exists():
+            lines.append(f"| {name} | — | {what} | {goal} | not run |")
+            continue
+        data = json.loads(path.read_text())
+        ratio = data.get("ratio")
+        extra = f" (grpo {data['grpo_ratio']})" if data.get("grpo_ratio") is not None else ""
+        lines.append(f"| {name} | {ratio}{extra} | {what} | {goal} | {data.get('machine', {}).get('date', '')} |")
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    summary(sys.argv[1:] or tuple(GOALS))

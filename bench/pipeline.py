@@ -92,7 +92,8 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     for name, pid in pids.items():
         try:
             root = psutil.Process(pid)
-            tree = [root, *root.children(recursive=True)]
+            # This process is the parent of the stack it started: its own time only.
+            tree = [root] if pid == os.getpid() else [root, *root.children(recursive=True)]
         except psutil.Error:
             continue
         total = 0.0

@@ -8,9 +8,9 @@ For each stage, two runs, each in a process of its own, one after the other, on 
 - plain:   a few lines of TRL (SFTTrainer / GRPOTrainer) given the recipe's TRL fields, the same LoRA config, the same
   rows converted the same way, and nothing else.
 Both with --max_steps `--steps`; the step time is the median of the steps after the first two (a step timer added to
-every trainer the same way). The data is made here: SFT rows (prompt, answer) from the bundled prompts; GRPO — the
-RL stage the project recommends for GPUs (compose's TRAIN_RL_ALGO default) — starts from the base model as the SFT
-policy and an untrained reward head on it (the step time does not depend on how good the reward is).
+every trainer the same way). The data is made here: SFT rows (prompt, answer) and prompt rows from the bundled
+prompts; GRPO — the RL stage the project recommends for GPUs (compose's TRAIN_RL_ALGO default) — starts from the base
+model as the SFT policy and an untrained reward head on it (the step time does not depend on how good the reward is).
 
 ratio = project s/step ÷ plain s/step of SFT (goal ≤ 1.05); `grpo_ratio` the same for GRPO.
 Writes bench/results/training.json.
@@ -66,7 +66,9 @@ def make_data(workdir: Path, rows: int) -> dict[str, Path]:
         for i, prompt in enumerate(bench_prompts(rows)):
             fh.write(json.dumps({"messages": [{"role": "user", "content": prompt},
                                               {"role": "assistant", "content": answers[i % 2] * 3}]}) + "\n")
-    return {"sft": sft, "reward": workdir / "reward-model"}
+    prompts = workdir / "prompts.jsonl"  # the RL stages read prompts
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in bench_prompts(rows)))
+    return {"sft": sft, "prompts": prompts, "reward": workdir / "reward-model"}
 
 
 def make_reward_model(path: Path) -> None:
@@ -124,7 +126,8 @@ def plain(stage: str, data: dict[str, Path], steps: int, out: Path) -> None:
     reward_tok.pad_token = recipe["padding_token"]
     reward = AutoModelForSequenceClassification.from_pretrained(str(data["reward"]), num_labels=1)
     reward.config.pad_token_id = tok.pad_token_id
-    rows = rows.map(lambda r: {"prompt": r["messages"][:1]}, remove_columns=rows.column_names)
+    rows = load_dataset("json", data_files=str(data["prompts"]), split="train")
+    rows = rows.map(lambda r: {"prompt": [{"role": "user", "content": r["prompt"]}]}, remove_columns=rows.column_names)
     GRPOTrainer(model=model, reward_funcs=reward, args=GRPOConfig(**trl_fields), train_dataset=rows,
                 processing_class=tok, reward_processing_classes=reward_tok, peft_config=lora).train()
 
@@ -133,7 +136,8 @@ def project(stage: str, data: dict[str, Path], steps: int, workdir: Path) -> Non
     from training.stages import STAGES
     from ucai.model_prepare import resolve_model_path
 
-    argv = ["--constitution", "bench", "--dataset", str(data["sft"]), "--max_steps", str(steps)]
+    argv = ["--constitution", "bench", "--dataset", str(data["sft" if stage == "sft" else "prompts"]),
+            "--max_steps", str(steps)]
     if stage != "sft":
         argv += ["--sft_model_path", resolve_model_path(), "--reward_model_path", str(data["reward"])]
     STAGES[stage].run(argv)
@@ -143,7 +147,7 @@ def child(args: argparse.Namespace) -> None:
     times: list[float] = []
     install_step_timer(times)
     workdir = Path(args.workdir)
-    data = {"sft": workdir / "sft.jsonl", "reward": workdir / "reward-model"}
+    data = {"sft": workdir / "sft.jsonl", "prompts": workdir / "prompts.jsonl", "reward": workdir / "reward-model"}
     side, stage = args.child.split(":")
     if side == "plain":
         plain(stage, data, args.steps, workdir / f"plain-{stage}")
@@ -168,7 +172,7 @@ def run_child(side: str, stage: str, workdir: Path, steps: int, logs: Path, thre
 
 def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=12, help="optimizer steps per run")
+    parser.add_argument("--steps", type=int, default=8, help="optimizer steps per run")
     parser.add_argument("--stages", default="sft,grpo", help="sft and/or grpo")
     parser.add_argument("--rows", type=int, default=64, help="dataset rows")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,

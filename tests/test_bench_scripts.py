@@ -45,7 +45,16 @@ def test_makefile_bench_target_runs_every_benchmark():
     assert loop.split("for b in ", 1)[1].split(";", 1)[0].split() == list(BENCHES_IN_MAKE_ORDER)
     one = subprocess.run(["make", "-n", "bench", "BENCH=pipeline"], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
-    assert "for b in pipeline;" in one.stdout
+    assert "for b in pipeline;" in one.stdout and "bench/common.py pipeline" in one.stdout  # then the summary
+
+
+def test_summary_lists_every_benchmark_with_its_ratio(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    (tmp_path / "pipeline.json").write_text(json.dumps({"ratio": 0.93, "machine": {"date": "2026-11-28"}}))
+    text = common.summary()
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines()[2:]}
+    assert set(rows) == set(BENCHES)
+    assert "| 0.93 |" in rows["pipeline"] and "not run" in rows["naive"]
 
 
 def test_percentile_and_table():
