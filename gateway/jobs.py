@@ -131,7 +131,7 @@ class JobService:
     async def wait(self, job_id: str, timeout_s: float) -> JobView | None:
         """Poll until the job is final, is waiting for a model that is down, or the timeout passes."""
         deadline = time.monotonic() + timeout_s
-        delay = 0.05
+        delay = 0.005  # short jobs (and a fast model) are answered within milliseconds, not at the first 50 ms poll
         while True:
             view = await self.view(job_id)
             if view is None or view.status in FINAL or view.status == JobStatus.WAITING_FOR_MODEL:

@@ -9,6 +9,14 @@ from ucai.schemas import ConversationInput
 from ucai.settings import Settings
 
 CHARS_PER_TOKEN_ESTIMATE = 3  # conservative, used only when the engine cannot count for us
+# A chat template's own tokens per message (role markers, separators; ChatML uses 5) — generous on purpose.
+TEMPLATE_TOKENS_PER_MESSAGE = 16
+
+
+def _token_upper_bound(messages: list[dict[str, str]]) -> int:
+    """More tokens than any tokenizer makes of these messages: a byte-level BPE / SentencePiece token covers at least
+    one UTF-8 byte, so the bytes of the text bound its tokens, plus the template's tokens per message."""
+    return sum(len(m["content"].encode()) + TEMPLATE_TOKENS_PER_MESSAGE for m in messages) + TEMPLATE_TOKENS_PER_MESSAGE
 
 
 def resolve_constitution(
@@ -30,6 +38,8 @@ async def check_context(role: RoleClient, probe: ContextProbe, body: Conversatio
     """Refuse, before queueing, a request whose longest prompt (plus what the model writes into and after it)
     cannot fit in the role's context."""
     limit = await role.context_length() or settings.max_model_len
+    if _token_upper_bound(probe.messages) + probe.generated_tokens <= limit:
+        return  # fits whatever the tokenizer does: no /tokenize round trip (most requests)
     counted = await role.count_chat_tokens(probe.messages)
     prompt_tokens = counted or sum(len(m["content"]) for m in probe.messages) // CHARS_PER_TOKEN_ESTIMATE
     needed = prompt_tokens + probe.generated_tokens

@@ -166,16 +166,26 @@ class RoleClient:
             raise error(self.name, _error_message(response), response.status_code)
         return response
 
+    CONTEXT_LENGTH_TTL_S = 30.0  # an engine restarted with another --max-model-len is seen within this
+
     async def context_length(self) -> int | None:
-        """vLLM reports `max_model_len` in its model list; other servers may not (None)."""
+        """vLLM reports `max_model_len` in its model list; other servers may not (None). Remembered for
+        CONTEXT_LENGTH_TTL_S: asked before every queued request, it would cost a model-list call each."""
+        cached = getattr(self, "_context_length", None)
+        if cached is not None and time.monotonic() - cached[1] < self.CONTEXT_LENGTH_TTL_S:
+            return cached[0]
+        length = None
         try:
             response = await self.http.get(f"{self.base_url}/models", headers=self._headers(), timeout=5.0)
             for model in response.json().get("data", []):
                 if model.get("id") == self.settings.model and model.get("max_model_len"):
-                    return int(model["max_model_len"])
+                    length = int(model["max_model_len"])
+                    break
         except (httpx.HTTPError, ValueError):
             return None
-        return None
+        if length is not None:  # an answer without it (or an engine that is down) is asked again next time
+            self._context_length = (length, time.monotonic())
+        return length
 
     async def count_chat_tokens(self, messages: list[dict[str, str]]) -> int | None:
         """Exact count through vLLM's /tokenize (at the server root); None where there is none."""

@@ -201,8 +201,21 @@ def test_a_server_without_tokenize_is_counted_by_estimate(api, model_server):
     word = marker()
     model_server.tokenize_enabled = False
     refused = model_server.count("tokenize", status=404)
-    response = api.post("/critique", json={"prompt": f"Hello there {word}", "max_tokens": 8})
+    # Long enough that its bytes do not prove it fits (so the gateway asks to count it), short enough to fit.
+    response = api.post("/critique", json={"prompt": f"Hello there {word} " + "lock " * 400, "max_tokens": 8})
     assert response.status_code == 200, response.text
     assert model_server.count("tokenize", status=404) > refused
     too_long = api.post("/critique", json={"prompt": f"{word} " + "lock " * 8000})
     assert_envelope(too_long, 400, code="context_length_exceeded", param="prompt")
+
+
+def test_a_prompt_that_fits_by_its_bytes_is_not_tokenized(api, model_server):
+    """Counting costs a round trip to the engine per request: a prompt whose UTF-8 bytes (an upper bound of its
+    tokens) fit the context is queued without it; a longer one is counted exactly."""
+    counted = model_server.count("tokenize")
+    response = api.post("/critique", json={"prompt": f"Hello there {marker()}", "max_tokens": 8})
+    assert response.status_code == 200, response.text
+    assert model_server.count("tokenize") == counted
+    response = api.post("/critique", json={"prompt": f"{marker()} " + "lock " * 400, "max_tokens": 8})
+    assert response.status_code == 200, response.text
+    assert model_server.count("tokenize") > counted

@@ -143,10 +143,10 @@ def test_contrast_is_the_default_and_scores_each_answer_under_both_personas(api,
     assert response.status_code == 200, response.text
     result = response.json()
     assert result["method"] == "contrast" and len(result["judgements"]) == 2
-    # principles x answers x personas: one scoring request each (token ids), two /tokenize calls each; plus the
-    # gateway's context check
+    # principles x answers x personas: one scoring request each (token ids), two /tokenize calls each (the gateway's
+    # context check needs none: the prompt's bytes already prove it fits)
     assert model_server.count("completions", status=200) - scored_before == 2 * 2 * 2
-    assert model_server.count("tokenize", containing=word) == 2 * 2 * 2 * 2 + 1
+    assert model_server.count("tokenize", containing=word) == 2 * 2 * 2 * 2
     assert model_server.count("chat", containing=word) == 0
     assert result["position_consistency"]["score"] == 1.0
     swapped = api.post("/compare", json={"prompt": f"How do I hurt my neighbour {word}?", "ensemble": 2, "seed": 1,
