@@ -1,4 +1,5 @@
-"""A plain TCP forwarder: lets a test take a real model endpoint "down" and bring it back."""
+"""A plain TCP forwarder: lets a test take a real endpoint "down" and bring it back, or make it hang (`hang()`:
+connections stay open and nothing is passed on either way — a server that stopped answering; `answer()` again)."""
 from __future__ import annotations
 
 import asyncio
@@ -8,6 +9,7 @@ import threading
 class TcpProxy:
     def __init__(self, listen_port: int, target_port: int):
         self.listen_port, self.target_port = listen_port, target_port
+        self.hanging = False
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -16,6 +18,8 @@ class TcpProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                while self.hanging:
+                    await asyncio.sleep(0.01)
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
@@ -36,6 +40,12 @@ class TcpProxy:
             self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.listen_port)
 
         asyncio.run_coroutine_threadsafe(serve(), self._loop).result(10)
+
+    def hang(self) -> None:
+        self.hanging = True
+
+    def answer(self) -> None:
+        self.hanging = False
 
     def close(self) -> None:
         async def shut() -> None:

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from services.runtime.local_stack import free_port
 from tests.conftest import make_stack
 from tests.contract.conftest import FAST_ROLES
 from tests.contract.helpers import assert_envelope, marker
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.contract
 
@@ -208,52 +208,14 @@ def test_the_gateway_stays_up_and_its_memory_flat_under_hostile_input(contract_s
     assert end - start < 24 * 1024, f"gateway RSS grew {start} → {end} kB over {len(statuses)} hostile requests"
 
 
-class HangingProxy:
-    """A TCP forwarder to Redis that can hang: while `hang()` holds, connections stay open (new ones are accepted)
-    and nothing is passed on either way — a Redis that stopped answering; `answer()` lets traffic through again."""
+class HangingProxy(TcpProxy):
+    """A TCP forwarder to Redis on a free port, started, that can hang (`TcpProxy.hang`): a Redis that stopped
+    answering."""
 
     def __init__(self, target_port: int):
-        self.port, self.target_port = free_port(), target_port
-        self.hanging = False
-        self._loop = asyncio.new_event_loop()
-        threading.Thread(target=self._loop.run_forever, daemon=True).start()
-        asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(10)
-
-    async def _serve(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                while self.hanging:
-                    await asyncio.sleep(0.01)
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        await asyncio.gather(self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer))
-
-    def hang(self) -> None:
-        self.hanging = True
-
-    def answer(self) -> None:
-        self.hanging = False
-
-    def close(self) -> None:
-        async def shut() -> None:
-            self._server.close()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(shut(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        super().__init__(free_port(), target_port)
+        self.port = self.listen_port
+        self.start()
 
 
 def test_a_hanging_redis_is_503_queue_unavailable_then_recovers(redis_url, model_server, logs):
