@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,13 +60,22 @@ def vllm_url(model_path, logs) -> str:
     stop(process)
 
 
+@contextmanager
+def own_redis_server(data_dir: Path) -> Iterator[str]:
+    """A redis-server of its own on a free port (AOF in data_dir, the project's settings); yields its URL."""
+    port = free_port()
+    process = start_redis(data_dir, port)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop(process)
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> str:
     """An own redis-server with AOF on (never the machine's 6379, never a mock)."""
-    port = free_port()
-    process = start_redis(tmp_path_factory.mktemp("redis"), port)
-    yield f"redis://127.0.0.1:{port}/0"
-    stop(process)
+    with own_redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
 
 
 def role_env(base_url: str, **extra: str) -> dict[str, str]:

@@ -13,10 +13,8 @@ import httpx
 import pytest
 import redis
 
-from services.runtime.local_stack import free_port, stop
-from tests.conftest import Stack, make_stack
+from tests.conftest import Stack, make_stack, own_redis_server
 from tests.contract.helpers import assert_envelope, marker
-from ucai.local_redis import start_redis
 
 pytestmark = pytest.mark.contract
 
@@ -30,10 +28,8 @@ BYTES_PER_RECORD = 1_500
 
 @pytest.fixture(scope="module")
 def own_redis(tmp_path_factory) -> str:
-    port = free_port()
-    process = start_redis(tmp_path_factory.mktemp("redis-scale"), port)
-    yield f"redis://127.0.0.1:{port}/0"
-    stop(process)
+    with own_redis_server(tmp_path_factory.mktemp("redis-scale")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,9 @@ import httpx
 import pytest
 import redis
 
-from services.runtime.local_stack import free_port, stop
-from tests.conftest import make_stack
+from tests.conftest import make_stack, own_redis_server
 from tests.contract.conftest import FAST_ROLES
 from tests.contract.helpers import assert_envelope
-from ucai.local_redis import start_redis
 
 pytestmark = pytest.mark.contract
 
@@ -23,9 +21,11 @@ def _critique(client: httpx.Client, text: str, wait: bool = False) -> httpx.Resp
 
 
 def test_a_full_redis_refuses_new_work_with_503_and_loses_nothing(tmp_path, model_server, logs):
-    port = free_port()
-    server = start_redis(tmp_path / "redis", port)
-    url = f"redis://127.0.0.1:{port}/0"
+    with own_redis_server(tmp_path / "redis") as url:
+        _fill_and_recover(url, model_server, logs)
+
+
+def _fill_and_recover(url: str, model_server, logs) -> None:
     direct = redis.Redis.from_url(url)
     stack = make_stack(url, model_server.url, logs, workers=0, **FAST_ROLES)
     try:
@@ -70,4 +70,3 @@ def test_a_full_redis_refuses_new_work_with_503_and_loses_nothing(tmp_path, mode
     finally:
         stack.close()
         direct.close()
-        stop(server)
