@@ -23,7 +23,7 @@ def test_worker_killed_mid_job_completes_exactly_once(redis_url, vllm_url, logs)
     try:
         with httpx.Client(base_url=stack.url, timeout=60) as client:
             job = client.post("/critique", json={"prompt": "How can I get into my neighbour's wifi?", "rounds": 2,
-                                                 "max_tokens": 96, "seed": 11, "wait": False}).json()
+                                                 "max_tokens": 48, "seed": 11, "wait": False}).json()
             wait_job(client, job["id"], {"running"}, timeout_s=60)
             time.sleep(1.5)  # into the model calls, well past the first heartbeat
             victim = stack.workers[0]
@@ -54,7 +54,7 @@ def test_slow_job_is_not_stolen_from_a_live_worker(redis_url, vllm_url, logs):
     try:
         with httpx.Client(base_url=stack.url, timeout=300) as client:
             response = client.post("/critique", json={"prompt": "Why are some people rude?", "rounds": 2,
-                                                      "max_tokens": 96, "seed": 12})
+                                                      "max_tokens": 48, "seed": 12})
             assert response.status_code == 200, response.text
             job_id = response.json()["id"]
             assert client.get(f"/jobs/{job_id}").json()["attempts"] == 1
