@@ -208,22 +208,13 @@ def test_the_gateway_stays_up_and_its_memory_flat_under_hostile_input(contract_s
     assert end - start < 24 * 1024, f"gateway RSS grew {start} → {end} kB over {len(statuses)} hostile requests"
 
 
-class HangingProxy(TcpProxy):
-    """A TCP forwarder to Redis on a free port, started, that can hang (`TcpProxy.hang`): a Redis that stopped
-    answering."""
-
-    def __init__(self, target_port: int):
-        super().__init__(free_port(), target_port)
-        self.port = self.listen_port
-        self.start()
-
-
 def test_a_hanging_redis_is_503_queue_unavailable_then_recovers(redis_url, model_server, logs):
-    proxy = HangingProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+    proxy = TcpProxy(free_port(), int(redis_url.rsplit(":", 1)[1].split("/")[0]))  # hang(): Redis stops answering
+    proxy.start()
     timeouts = {"UCAI_REDIS_SOCKET_TIMEOUT_S": "0.5", "UCAI_REDIS_SOCKET_CONNECT_TIMEOUT_S": "0.5"}
     stack = None
     try:
-        stack = make_stack(f"redis://127.0.0.1:{proxy.port}/0", model_server.url, logs, workers=0,
+        stack = make_stack(f"redis://127.0.0.1:{proxy.listen_port}/0", model_server.url, logs, workers=0,
                            **FAST_ROLES, **timeouts)
         with httpx.Client(base_url=stack.url, timeout=60) as api:
             accepted = api.post("/critique", json={"prompt": f"Hello {marker()}", "wait": False})
