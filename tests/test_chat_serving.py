@@ -110,6 +110,10 @@ def running_requests(vllm_url: str) -> float:
 
 
 def test_a_client_leaving_stops_both_generations_in_vllm(chat_stack):
+    # The engine is the session's (every test stack's): let whatever an earlier test left running finish first.
+    deadline = time.monotonic() + 120
+    while running_requests(chat_stack.vllm_url) > 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
     body = {"messages": [{"role": "user", "content": "Count from 1 to 2000, one number per line."}],
             "models": ["ethical-sft", "unethical-sft"], "judge": None, "max_tokens": 1500, "temperature": 0}
     with httpx.Client(base_url=chat_stack.url, timeout=120, headers=chat_stack.headers("research")) as http, \
