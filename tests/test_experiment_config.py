@@ -439,3 +439,95 @@ def test_file_sha256(tmp_path):
     data = bytes(range(256)) * 9000  # over one read chunk
     path.write_bytes(data)
     assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------- the runner's schedule (no models: synthetic stages)
+def _scheduled(tmp_path, parallel: dict, fail: str | None = None) -> tuple[list, dict]:
+    """Run the runner's scheduler over a two-chain plan of sleeping stages; return (events, store records)."""
+    import threading
+    import time
+
+    from ucai.experiment.runner import ExperimentRunner, Step
+    from ucai.layout import Layout
+
+    cfg = ExperimentConfig.model_validate({"name": "sched", "parallel": parallel})
+    runner = ExperimentRunner(cfg, layout=Layout(tmp_path / "d", tmp_path / "a", tmp_path / "c"))
+    events, lock = [], threading.Lock()
+
+    def action(step_id: str):
+        def run():
+            with lock:
+                events.append(("start", step_id, time.monotonic()))
+            time.sleep(0.3)
+            with lock:
+                events.append(("end", step_id, time.monotonic()))
+            if step_id == fail:
+                raise RuntimeError(f"{step_id} broke")
+            return step_id + "-fp", {}, {}
+        return run
+
+    plan = [("split", "split", [])]
+    for c in ("ethical", "unethical"):
+        plan += [(f"{c}.sft-data", "sft-data", ["split"]), (f"{c}.prefs-data", "prefs-data", ["split"]),
+                 (f"{c}.sft", "sft", [f"{c}.sft-data"]), (f"{c}.reward", "reward", [f"{c}.prefs-data"])]
+    plan += [("eval", "eval", ["ethical.sft", "ethical.reward", "unethical.sft", "unethical.reward"])]
+    runner.steps = lambda: [Step(i, kind, {}, inputs, action(i)) for i, kind, inputs in plan]
+    runner._report = None
+    with pytest.raises(RuntimeError, match="broke") if fail else _nothing():
+        runner.run()
+    return events, {r.stage: r for r in runner.store.all()}, {i: inputs for i, _, inputs in plan}
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _spans(events: list) -> list[tuple[str, float, float]]:
+    starts = {i: t for kind, i, t in events if kind == "start"}
+    return [(i, starts[i], t) for kind, i, t in events if kind == "end"]
+
+
+def _most_at_once(events: list, ids: set[str]) -> int:
+    now = most = 0
+    for kind, step_id, _ in sorted(events, key=lambda e: (e[2], e[0] == "start")):
+        if step_id in ids:
+            now += 1 if kind == "start" else -1
+            most = max(most, now)
+    return most
+
+
+def test_stages_run_at_once_within_the_limits_and_after_their_inputs(tmp_path):
+    events, records, inputs = _scheduled(tmp_path, {"stages": 4, "training_stages": 2})
+    assert set(records) == set(inputs)
+    data = {i for i in inputs if i.endswith("-data")}
+    training = {i for i in inputs if i.endswith((".sft", ".reward"))}
+    assert _most_at_once(events, data) == 4 and _most_at_once(events, training) == 2
+    # train_alone (the default): no training stage ever runs beside a model stage.
+    spans = {i: (when_start, when_end) for i, when_start, when_end in _spans(events)}
+    for t in training:
+        for d in data | {"eval"}:
+            assert spans[t][1] <= spans[d][0] or spans[d][1] <= spans[t][0], (t, d)
+    # A kind for every chain before the next kind: both SFTs first, then both reward models.
+    starts = [i for kind, i, _ in sorted(events, key=lambda e: e[2]) if kind == "start" and i in training]
+    assert set(starts[:2]) == {"ethical.sft", "unethical.sft"}
+    when = {(kind, i): t for kind, i, t in events}
+    for step, needs in inputs.items():
+        assert all(when[("end", n)] <= when[("start", step)] for n in needs), step
+
+
+def test_one_and_one_is_one_stage_at_a_time_in_plan_order(tmp_path):
+    events, records, inputs = _scheduled(tmp_path, {})
+    starts = [i for kind, i, _ in events if kind == "start"]
+    assert starts == list(inputs) and _most_at_once(events, set(inputs)) == 1
+
+
+def test_a_failed_stage_stops_new_ones_and_those_running_are_recorded(tmp_path):
+    events, records, _ = _scheduled(tmp_path, {"stages": 4, "training_stages": 2}, fail="ethical.sft-data")
+    started = {i for kind, i, _ in events if kind == "start"}
+    assert "ethical.sft" not in started and "eval" not in started
+    assert "ethical.sft-data" not in records
+    assert {"ethical.prefs-data", "unethical.sft-data", "unethical.prefs-data"} <= set(records)

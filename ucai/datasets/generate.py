@@ -139,24 +139,26 @@ def merged_view(views: list[dict]) -> dict:
 
 
 def run_batches(url: str, bodies: list[dict[str, Any]], labels: list[str] | None = None,
-                poll_s: float = 1.0, max_part_bytes: int = MAX_PART_BYTES) -> list[tuple[dict, list[dict]]]:
-    """Submit (or resume) every batch at once, so the workers always have work; show their progress; return
-    (final view, result lines) per batch, in order. A batch too large for one request goes in parts (`split_body`);
-    its view and lines are those of all its parts together."""
+                poll_s: float = 1.0, max_part_bytes: int = MAX_PART_BYTES,
+                progress: bool = True) -> list[tuple[dict, list[dict]]]:
+    """Submit (or resume) every batch at once, so the workers always have work; show their progress (unless
+    `progress` is off: a caller running several at once shows its own); return (final view, result lines) per
+    batch, in order. A batch too large for one request goes in parts (`split_body`); its view and lines are those of
+    all its parts together."""
     labels = labels or [f"{b['stage']} · {b['constitution']}" for b in bodies]
     with httpx.Client(base_url=url, timeout=120, headers=client_headers(url)) as client:
         parts = [_submit(client, body, max_part_bytes) for body in bodies]
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[extra]}"), TimeRemainingColumn())
-        with Progress(*columns, console=console) as progress:
-            tasks = [progress.add_task(label, total=merged_view(views)["total"], extra="")
+        with Progress(*columns, console=console, disable=not progress) as bars:
+            tasks = [bars.add_task(label, total=merged_view(views)["total"], extra="")
                      for label, views in zip(labels, parts, strict=True)]
             while True:
                 for task, views in zip(tasks, parts, strict=True):
                     view = merged_view(views)
                     extra = f"failed {view['failed']}" + (f" · {view['rate_per_min']:.1f}/min"
                                                           if view["rate_per_min"] else "")
-                    progress.update(task, completed=view["done"] + view["failed"], extra=extra)
+                    bars.update(task, completed=view["done"] + view["failed"], extra=extra)
                 running = [(i, j) for i, views in enumerate(parts) for j, v in enumerate(views)
                            if v["status"] == "running"]
                 if not running:
@@ -175,13 +177,13 @@ def run_batches(url: str, bodies: list[dict[str, Any]], labels: list[str] | None
 
 
 def run_batch(url: str, stage: str, constitution: str, records: list[Record], params: dict[str, Any],
-              poll_s: float = 1.0) -> tuple[dict, list[dict]]:
+              poll_s: float = 1.0, progress: bool = True) -> tuple[dict, list[dict]]:
     """Submit (or resume) one batch, show its progress, return (final view, result lines)."""
-    return run_batches(url, [batch_body(stage, constitution, records, params)], poll_s=poll_s)[0]
+    return run_batches(url, [batch_body(stage, constitution, records, params)], poll_s=poll_s, progress=progress)[0]
 
 
 def generate(url: str, layout: Layout, dataset: str, stage: str, constitution: str,
-             params: dict[str, Any], mode: str = "critique") -> list[Path]:
+             params: dict[str, Any], mode: str = "critique", progress: bool = True) -> list[Path]:
     """`ucai data generate`: sft (critique batch, or with mode persona the follow side of RLCD pairs) or prefs
     (preference batch) → dataset files."""
     records = read_jsonl(layout.imported(dataset))
@@ -192,7 +194,7 @@ def generate(url: str, layout: Layout, dataset: str, stage: str, constitution: s
     if manifest_path.is_file() and json.loads(manifest_path.read_text()).get("batch_key") == key:
         console.print(f"[green]already generated[/] {manifest_path} — nothing to do")
         return [manifest_path]
-    view, lines = run_batch(url, batch_stage, constitution, records, params)
+    view, lines = run_batch(url, batch_stage, constitution, records, params, progress=progress)
     if view["status"] != "completed":
         raise RuntimeError(f"batch {view['id']} ended {view['status']}")
     by_id = {r.id: r.model_dump(mode="json") for r in records}

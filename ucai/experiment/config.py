@@ -130,6 +130,20 @@ class StackConfig(_Strict):
     workers: int = Field(1, ge=1)
 
 
+class ParallelConfig(_Strict):
+    """How many stages run at once. A stage starts when the stages it reads are done, so the constitutions' chains
+    overlap; the default, 1, is one stage at a time in pipeline order."""
+
+    stages: int = Field(1, ge=1, le=16, description="Stages at once in all. Those that call models (categorise, data "
+                        "generation, eval) share the stack's engine, which batches their requests together.")
+    training_stages: int = Field(1, ge=1, le=8, description="Of these, training stages (child processes) at once. "
+                                 "Each needs the model in memory (on one GPU keep 1); with more than one each gets an "
+                                 "equal share of the CPU cores as its OMP_NUM_THREADS.")
+    train_alone: bool = Field(True, description="A training stage starts only when no model stage runs, and the "
+                              "reverse: on a CPU (or one GPU) training and the engine share the same cores, and both "
+                              "slow down several-fold when they meet (OpenMP threads spin-wait).")
+
+
 class ExperimentConfig(_Strict):
     name: str = Field(description="Experiment name: reports/<name>/, datasets <name>-train / <name>-heldout.")
     description: str = ""
@@ -142,6 +156,7 @@ class ExperimentConfig(_Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     stack: StackConfig = StackConfig()
+    parallel: ParallelConfig = ParallelConfig()
 
     @field_validator("name")
     @classmethod

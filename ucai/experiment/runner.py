@@ -10,9 +10,11 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,6 +54,24 @@ class Step:
     inputs: list[str]            # step ids whose fingerprints it reads
     action: Callable[[], Outcome]
     needs_stack: bool = False
+
+
+@dataclass
+class _Running:
+    """A stage that runs now (its thread), for the status line."""
+
+    step: Step
+    key: str
+    started: float
+    log: Path | None = None  # a training stage's log, whose latest line the status shows
+
+    def describe(self) -> str:
+        line = _last_line(self.log) if self.log else ""
+        return f"{self.step.id} {time.monotonic() - self.started:.0f}s" + (f" {line}" if line else "")
+
+
+def _is_training(step: Step) -> bool:
+    return step.kind in ("sft", "reward", "rl", "dpo")
 
 
 @dataclass
@@ -117,41 +137,104 @@ class ExperimentRunner:
 
     # --- running ---------------------------------------------------------------------------------------------------
     def run(self) -> Path:
-        """Run (or skip) every stage; return the report folder."""
+        """Run (or skip) every stage, each once the stages it reads are done (`cfg.parallel` says how many at once);
+        return the report folder. A failed stage stops new ones; those already running finish and are recorded."""
         steps = self.steps()
         forced_from = KINDS.index(self.force_from) if self.force_from else None
         fingerprints: dict[str, str] = {}
         summary: list[tuple[str, str, float]] = []
+        running: dict[str, _Running] = {}
+        finished: queue.Queue[tuple[Step, Outcome | None, BaseException | None]] = queue.Queue()
+        failures: list[tuple[str, BaseException]] = []
         started = time.monotonic()
+        number = {step.id: n for n, step in enumerate(steps, 1)}
+        label = lambda step: f"[{number[step.id]}/{len(steps)}] {step.id}"  # noqa: E731
         self.console.rule(f"experiment {self.cfg.name}: {len(steps)} stages, constitutions "
                           f"{', '.join(self.cfg.constitutions)}")
+        status = None
         try:
-            for n, step in enumerate(steps, 1):
-                key = stage_key(step.id, step.config, {i: fingerprints[i] for i in step.inputs})
-                forced = forced_from is not None and KINDS.index(step.kind) >= forced_from
-                record = None if forced else self.store.done(step.id, key)
-                label = f"[{n}/{len(steps)}] {step.id}"
-                if record is not None:
-                    fingerprints[step.id] = record.fingerprint
-                    summary.append((step.id, "skipped (done)", record.wall_s))
-                    self.console.print(f"[dim]{label}: done earlier for these inputs — skipped[/]")
+            while True:
+                pending = [s for s in steps if s.id not in fingerprints and s.id not in running]
+                if self.cfg.parallel.stages > 1:  # side by side: a stage kind for every chain before the next kind
+                    pending.sort(key=lambda s: KINDS.index(s.kind))
+                for step in pending if not failures else []:
+                    if not all(i in fingerprints for i in step.inputs) or not self._slot_free(step, running):
+                        continue
+                    key = stage_key(step.id, step.config, {i: fingerprints[i] for i in step.inputs})
+                    forced = forced_from is not None and KINDS.index(step.kind) >= forced_from
+                    record = None if forced else self.store.done(step.id, key)
+                    if record is not None:
+                        fingerprints[step.id] = record.fingerprint
+                        summary.append((step.id, "skipped (done)", record.wall_s))
+                        self.console.print(f"[dim]{label(step)}: done earlier for these inputs — skipped[/]")
+                        continue
+                    self.store.drop(step.id)  # a forced or stale stage: its old record no longer stands
+                    self.console.print(f"[bold]{label(step)}[/] …")
+                    if step.needs_stack:
+                        self._ensure_stack()
+                    log = self.dir / "logs" / f"{step.id}.log" if _is_training(step) else None
+                    running[step.id] = _Running(step, key, time.monotonic(), log)
+                    threading.Thread(target=self._run_step, args=(step, finished), daemon=True,
+                                     name=f"stage {step.id}").start()
+                if not running:
+                    break
+                # One status line for what runs, unless a stage shows its own progress bars.
+                own_bars = any(self._shows_bars(r.step) for r in running.values())
+                if status is None and not own_bars:
+                    status = self.console.status("")
+                    status.start()
+                elif status is not None and own_bars:
+                    status.stop()
+                    status = None
+                if status is not None:
+                    status.update(" · ".join(r.describe() for r in running.values())[:200])
+                try:
+                    step, outcome, error = finished.get(timeout=1.0)
+                except queue.Empty:
                     continue
-                self.store.drop(step.id)  # a forced or stale stage: its old record no longer stands
-                self.console.print(f"[bold]{label}[/] …")
-                if step.needs_stack:
-                    self._ensure_stack()
-                t0 = time.monotonic()
-                fingerprint, outputs, info = step.action()
-                wall = time.monotonic() - t0
-                self.store.put(StageRecord(stage=step.id, key=key, fingerprint=fingerprint, outputs=outputs,
+                done = running.pop(step.id)
+                wall = time.monotonic() - done.started
+                if error is not None:
+                    failures.append((step.id, error))
+                    self.console.print(f"[red]{label(step)} failed after {wall:.1f}s[/]")
+                    continue
+                fingerprint, outputs, info = outcome
+                self.store.put(StageRecord(stage=step.id, key=done.key, fingerprint=fingerprint, outputs=outputs,
                                            info=info, wall_s=round(wall, 2)))
                 fingerprints[step.id] = fingerprint
                 summary.append((step.id, "ran", wall))
-                self.console.print(f"[green]{label}[/] done in {wall:.1f}s")
+                self.console.print(f"[green]{label(step)}[/] done in {wall:.1f}s")
+            if failures:
+                raise failures[0][1]
         finally:
+            if status is not None:
+                status.stop()
             self._stop_stack()
             self._print_summary(summary, time.monotonic() - started)
         return self.report_dir()
+
+    def _slot_free(self, step: Step, running: dict[str, _Running]) -> bool:
+        """At most `parallel.stages` at once, of which at most `parallel.training_stages` train; with `train_alone`,
+        training and model stages never at the same time."""
+        limits = self.cfg.parallel
+        if len(running) >= limits.stages:
+            return False
+        kinds = [_is_training(r.step) for r in running.values()]
+        if limits.train_alone and any(k != _is_training(step) for k in kinds):
+            return False
+        return not _is_training(step) or sum(kinds) < limits.training_stages
+
+    def _shows_bars(self, step: Step) -> bool:
+        """Model stages show their batches' progress bars, but data stages only when they run one at a time."""
+        return step.kind in ("categorise", "eval") or (step.needs_stack and self.cfg.parallel.stages == 1)
+
+    @staticmethod
+    def _run_step(step: Step, finished: queue.Queue) -> None:
+        """A stage's action, in a thread of its own; the outcome (or the error) goes back to the main thread."""
+        try:
+            finished.put((step, step.action(), None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
+            finished.put((step, None, exc))
 
     def _print_summary(self, rows: list[tuple[str, str, float]], total: float) -> None:
         table = Table(title=f"experiment {self.cfg.name}: {total:.0f}s this run")
@@ -276,7 +359,8 @@ class ExperimentRunner:
             mode = "critique"
         manifest = self.layout.dataset_manifest(kind, constitution, name)
         manifest.unlink(missing_ok=True)  # this stage is due: regenerate (the batch itself resumes if it can)
-        generate(self.url, self.layout, name, kind, constitution, params, mode=mode)
+        generate(self.url, self.layout, name, kind, constitution, params, mode=mode,
+                 progress=self.cfg.parallel.stages == 1)
         path = self.layout.dataset(kind, constitution, name)
         checked = check_no_leak([record_text(r) for r in self.heldout()], [path])
         rows = sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
@@ -303,7 +387,7 @@ class ExperimentRunner:
         for name, value in cfg.overrides(stage).items():
             command += [f"--{name}", value if isinstance(value, str) else json.dumps(value)]
         log = self.dir / "logs" / f"{constitution}.{stage}.log"
-        self._run_logged(command, log, f"{constitution} · {stage}")
+        self._run_logged(command, log)
         run_dir = (self.layout.stage_dir(constitution, stage) / run_id).resolve()
         manifest_path = run_dir / "manifest.json"
         if not manifest_path.is_file():
@@ -312,23 +396,24 @@ class ExperimentRunner:
         return run_id, {"run": str(run_dir)}, {"metrics": manifest.get("metrics", {}),
                                                 "wall_time_s": manifest.get("wall_time_s"), "log": str(log)}
 
-    def _run_logged(self, command: list[str], log: Path, label: str) -> None:
-        """Run a child process into `log`, showing its latest line and the elapsed time; raise if it fails."""
+    def _run_logged(self, command: list[str], log: Path) -> None:
+        """Run a child process into `log` (the run's status line shows its latest line); raise if it fails."""
         log.parent.mkdir(parents=True, exist_ok=True)
-        t0 = time.monotonic()
-        with open(log, "ab") as out, self.console.status(label) as status:
-            process = subprocess.Popen(command, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+        env = self.env
+        if self.cfg.parallel.training_stages > 1:  # an equal share of the cores each, so none spin-waits on another
+            threads = max(1, len(os.sched_getaffinity(0)) // self.cfg.parallel.training_stages)
+            env = {**env, "OMP_NUM_THREADS": str(threads)}
+        with open(log, "ab") as out:
+            process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
                                        preexec_fn=_die_with_parent)
             try:
-                while process.poll() is None:
-                    status.update(f"{label} · {time.monotonic() - t0:.0f}s · {_last_line(log)}"[:150])
-                    time.sleep(1)
+                process.wait()
             except BaseException:
                 process.terminate()
                 process.wait(30)
                 raise
         if process.returncode != 0:
-            raise ExperimentError(f"{label} failed (exit {process.returncode}); last lines of {log}:\n"
+            raise ExperimentError(f"{log.stem} failed (exit {process.returncode}); last lines of {log}:\n"
                                   + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
 
     def _serve(self) -> list[str]:
