@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -442,8 +443,9 @@ def test_file_sha256(tmp_path):
 
 
 # ---------------------------------------------------------------- the runner's schedule (no models: synthetic stages)
-def _scheduled(tmp_path, parallel: dict, fail: str | None = None) -> tuple[list, dict]:
-    """Run the runner's scheduler over a two-chain plan of sleeping stages; return (events, store records)."""
+def _scheduled(tmp_path, parallel: dict, fail: str | None = None) -> tuple[list, dict, dict]:
+    """Run the runner's scheduler over a two-chain plan of sleeping stages; return (events, store records, each
+    stage's inputs)."""
     import threading
     import time
 
@@ -472,18 +474,9 @@ def _scheduled(tmp_path, parallel: dict, fail: str | None = None) -> tuple[list,
                  (f"{c}.sft", "sft", [f"{c}.sft-data"]), (f"{c}.reward", "reward", [f"{c}.prefs-data"])]
     plan += [("eval", "eval", ["ethical.sft", "ethical.reward", "unethical.sft", "unethical.reward"])]
     runner.steps = lambda: [Step(i, kind, {}, inputs, action(i)) for i, kind, inputs in plan]
-    runner._report = None
-    with pytest.raises(RuntimeError, match="broke") if fail else _nothing():
+    with pytest.raises(RuntimeError, match="broke") if fail else nullcontext():
         runner.run()
     return events, {r.stage: r for r in runner.store.all()}, {i: inputs for i, _, inputs in plan}
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _spans(events: list) -> list[tuple[str, float, float]]:
@@ -514,9 +507,8 @@ def test_stages_run_at_once_within_the_limits_and_after_their_inputs(tmp_path):
     # A kind for every chain before the next kind: both SFTs first, then both reward models.
     starts = [i for kind, i, _ in sorted(events, key=lambda e: e[2]) if kind == "start" and i in training]
     assert set(starts[:2]) == {"ethical.sft", "unethical.sft"}
-    when = {(kind, i): t for kind, i, t in events}
     for step, needs in inputs.items():
-        assert all(when[("end", n)] <= when[("start", step)] for n in needs), step
+        assert all(spans[n][1] <= spans[step][0] for n in needs), step
 
 
 def test_one_and_one_is_one_stage_at_a_time_in_plan_order(tmp_path):

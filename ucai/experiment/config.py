@@ -135,7 +135,7 @@ class ParallelConfig(_Strict):
     overlap; the default, 1, is one stage at a time in pipeline order."""
 
     stages: int = Field(1, ge=1, le=16, description="Stages at once in all. Those that call models (categorise, data "
-                        "generation, eval) share the stack's engine, which batches their requests together.")
+                        "generation, eval) share the stack: its workers' job slots bound how much they gain.")
     training_stages: int = Field(1, ge=1, le=8, description="Of these, training stages (child processes) at once. "
                                  "Each needs the model in memory (on one GPU keep 1); with more than one each gets an "
                                  "equal share of the CPU cores as its OMP_NUM_THREADS.")

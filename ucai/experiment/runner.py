@@ -145,7 +145,7 @@ class ExperimentRunner:
         summary: list[tuple[str, str, float]] = []
         running: dict[str, _Running] = {}
         finished: queue.Queue[tuple[Step, Outcome | None, BaseException | None]] = queue.Queue()
-        failures: list[tuple[str, BaseException]] = []
+        failures: list[BaseException] = []
         started = time.monotonic()
         number = {step.id: n for n, step in enumerate(steps, 1)}
         label = lambda step: f"[{number[step.id]}/{len(steps)}] {step.id}"  # noqa: E731
@@ -172,7 +172,7 @@ class ExperimentRunner:
                     self.console.print(f"[bold]{label(step)}[/] …")
                     if step.needs_stack:
                         self._ensure_stack()
-                    log = self.dir / "logs" / f"{step.id}.log" if _is_training(step) else None
+                    log = self._log(step.id) if _is_training(step) else None
                     running[step.id] = _Running(step, key, time.monotonic(), log)
                     threading.Thread(target=self._run_step, args=(step, finished), daemon=True,
                                      name=f"stage {step.id}").start()
@@ -195,7 +195,7 @@ class ExperimentRunner:
                 done = running.pop(step.id)
                 wall = time.monotonic() - done.started
                 if error is not None:
-                    failures.append((step.id, error))
+                    failures.append(error)
                     self.console.print(f"[red]{label(step)} failed after {wall:.1f}s[/]")
                     continue
                 fingerprint, outputs, info = outcome
@@ -205,13 +205,17 @@ class ExperimentRunner:
                 summary.append((step.id, "ran", wall))
                 self.console.print(f"[green]{label(step)}[/] done in {wall:.1f}s")
             if failures:
-                raise failures[0][1]
+                raise failures[0]
         finally:
             if status is not None:
                 status.stop()
             self._stop_stack()
             self._print_summary(summary, time.monotonic() - started)
         return self.report_dir()
+
+    def _log(self, step_id: str) -> Path:
+        """A child process's log (training stages), which the status line tails."""
+        return self.dir / "logs" / f"{step_id}.log"
 
     def _slot_free(self, step: Step, running: dict[str, _Running]) -> bool:
         """At most `parallel.stages` at once, of which at most `parallel.training_stages` train; with `train_alone`,
@@ -386,7 +390,7 @@ class ExperimentRunner:
             command += ["--model_name_or_path", cfg.model]
         for name, value in cfg.overrides(stage).items():
             command += [f"--{name}", value if isinstance(value, str) else json.dumps(value)]
-        log = self.dir / "logs" / f"{constitution}.{stage}.log"
+        log = self._log(f"{constitution}.{stage}")
         self._run_logged(command, log)
         run_dir = (self.layout.stage_dir(constitution, stage) / run_id).resolve()
         manifest_path = run_dir / "manifest.json"
