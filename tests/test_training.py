@@ -263,6 +263,10 @@ def test_cli_overrides_are_typed():
     cfg = load_config("sft", RECIPES_DIR / "smollm2-135m" / "sft.yaml",
                       ["--max_steps", "2", "--learning_rate", "1e-5", "--lora_target_modules", "q_proj,v_proj"])
     assert cfg.max_steps == 2 and cfg.learning_rate == 1e-5 and cfg.lora_target_modules == ["q_proj", "v_proj"]
+    words = load_config("sft", RECIPES_DIR / "smollm2-135m" / "sft.yaml",  # YAML would read `no` as False
+                        ["--save_strategy", "no", "--eval_strategy", "no", "--bf16", "no"])
+    assert words.save_strategy == "no" and words.eval_strategy == "no"  # str-valued enums: equal to the word
+    assert words.bf16 is False  # a boolean field still takes YAML's words
 
 
 @pytest.mark.slow

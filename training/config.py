@@ -8,6 +8,7 @@ overridden on the command line (`--max_steps 2 --learning_rate 1e-5`). Unknown f
 from __future__ import annotations
 
 import dataclasses
+import enum
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,9 @@ def _convert(name: str, value: str, tp: Any) -> Any:
             except ValueError as exc:
                 raise RecipeError(f"field {name!r} expects {simple.__name__}, got {value!r}") from exc
     parsed = yaml.safe_load(value)
+    textual = any(a is str or (isinstance(a, type) and issubclass(a, enum.Enum)) for a in args)
+    if isinstance(parsed, bool) and bool not in args and textual:
+        return value  # YAML reads no/yes/on/off as booleans; `--save_strategy no` means the word
     if isinstance(parsed, str) and any(typing.get_origin(a) is list for a in args):
         parsed = [p for p in parsed.split(",") if p]
     return parsed
