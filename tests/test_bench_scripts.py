@@ -15,7 +15,7 @@ from bench import common
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = ("pipeline", "naive", "gateway", "training", "memory", "latency")
 BENCHES_IN_MAKE_ORDER = ("gateway", "latency", "pipeline", "naive", "memory", "training")
-SCRIPTS = (*BENCHES, "gpu_pipeline")
+SCRIPTS = (*BENCHES, "gpu_pipeline", "gpu_training")
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
