@@ -119,7 +119,8 @@ def run_stage(stage: str, args: argparse.Namespace, model: Path, data: dict[str,
     if peak:
         row |= json.loads(peak)
     if done.returncode != 0:
-        row["error"] = next((line for line in reversed(lines) if "Error" in line or "error" in line), lines[-1:])
+        errors = [line for line in lines if "error" in line.lower()]
+        row["error"] = (errors or lines or [""])[-1]
         print("\n".join(lines[-40:]), file=sys.stderr)
     return row
 
