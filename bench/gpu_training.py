@@ -93,7 +93,7 @@ def child(argv: list[str]) -> None:
     from training.cli import main as training_main
 
     code = training_main(argv)
-    peak = {"code": code}
+    peak = {}
     if torch.cuda.is_available():
         peak |= {"peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
                  "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2)}
@@ -107,8 +107,6 @@ def run_stage(stage: str, args: argparse.Namespace, model: Path, data: dict[str,
     argv = [stage, "--recipe", args.recipe, "--constitution", "ethical", "--dataset", str(dataset),
             "--model_name_or_path", str(model), "--padding_token", PAD, "--max_steps", str(args.steps),
             "--logging_steps", "1", "--save_strategy", "no", *args.extra]
-    if args.shape == "tiny" and not _cuda():  # the CPU check: no bitsandbytes, no bf16 autocast
-        argv += ["--load_in_4bit", "false", "--bf16", "false", "--dtype", "float32"]
     started = time.monotonic()
     with open(log, "w") as out:
         done = subprocess.run([sys.executable, __file__, "--child", *argv], env=env, stdout=out,
@@ -123,12 +121,6 @@ def run_stage(stage: str, args: argparse.Namespace, model: Path, data: dict[str,
         row["error"] = (errors or lines or [""])[-1]
         print("\n".join(lines[-40:]), file=sys.stderr)
     return row
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -151,6 +143,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.quick:
         args.shape, args.rows = "tiny", 24
+    import torch
+
+    if args.shape == "tiny" and not torch.cuda.is_available():  # the CPU check: no bitsandbytes, no bf16 autocast
+        args.extra += ["--load_in_4bit", "false", "--bf16", "false", "--dtype", "float32"]
     if args.tokenizer is None:
         from ucai.model_prepare import resolve_model_path
 
@@ -159,9 +155,9 @@ def main(argv: list[str] | None = None) -> dict:
     model = args.workdir / f"model-{args.shape}"
     made = make_model(args.shape, args.tokenizer, model)
     data = make_data(args.workdir, args.rows)
+    # The child is this script again: it puts the repository on sys.path itself.
     env = {**os.environ, "UCAI_ARTIFACTS": str(args.workdir / "artifacts"), "TOKENIZERS_PARALLELISM": "false",
-           "TRL_EXPERIMENTAL_SILENCE": "1", "PYTHONPATH": os.pathsep.join(filter(None, [
-               str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))}
+           "TRL_EXPERIMENTAL_SILENCE": "1"}
     logs = LOGS / "gpu_training"
     logs.mkdir(parents=True, exist_ok=True)
     from training.stages import STAGES
