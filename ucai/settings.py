@@ -70,6 +70,9 @@ class Settings(BaseSettings):
         "(avx512_bf16 / amx_bf16), fp32 otherwise (bf16 is emulated and several times slower there).")
     vllm_enforce_eager: bool = Field(
         True, description="Run the local vllm serve eagerly (no torch.compile); see README for the measured trade-off.")
+    vllm_worker_process: bool = Field(
+        False, description="vLLM-CPU only: run the model worker in a process of its own (vLLM's default) instead of "
+        "inside the engine-core process, which starts faster (README: two processes per engine).")
 
     chat_adapters: str = Field(
         "all", description="Trained adapters the chat role serves at `ucai up`: `all` (the latest run of every "

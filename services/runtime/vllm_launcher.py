@@ -103,22 +103,40 @@ def with_cpu_dtype(argv: list[str]) -> list[str]:
     return [*argv, "--dtype", dtype.dtype]
 
 
+def bound_cpus(mask: str) -> list[int] | None:
+    """The CPUs of a VLLM_CPU_OMP_THREADS_BIND list ("0-1", "0,2-3"); None for auto, nobind or one list per rank."""
+    if not mask or mask in ("auto", "nobind") or "|" in mask:
+        return None
+    cpus: list[int] = []
+    for part in mask.split(","):
+        first, _, last = part.strip().partition("-")
+        cpus += range(int(first), int(last or first) + 1)
+    return cpus
+
+
 def with_worker_in_engine(argv: list[str]) -> list[str]:
-    """`serve` on one CPU socket runs the model worker inside vLLM's engine-core process (`uni` executor).
+    """`serve` on an explicit CPU list runs the model worker inside vLLM's engine-core process (`uni` executor).
 
     vLLM-CPU's default spawns a third process for it (API server -> engine core -> worker), and each one imports
-    vLLM before the engine can start: a third of the start-up on 2 cores (bench/engine_modes.py, `:mp` modes), paid
-    by every `ucai up` and test engine. vLLM keeps `uni` on the CPU only where VLLM_ENABLE_V1_MULTIPROCESSING=0,
-    which for `vllm serve` changes nothing else: the engine core stays a process of its own. Not applied with
-    several workers (tensor/pipeline parallel), an executor named by the caller, or UCAI_VLLM_WORKER_PROCESS=1.
+    vLLM before the engine can start: up to a third of the start-up on 2 cores (bench/engine_modes.py, `:mp`
+    modes), paid by every `ucai up` and test engine. vLLM keeps `uni` on the CPU only where
+    VLLM_ENABLE_V1_MULTIPROCESSING=0, which for `vllm serve` changes nothing else: the engine core stays a process of
+    its own. OMP_NUM_THREADS is set to the bound CPUs' count, as vLLM sets it for its worker process; without it the
+    engine core inherits the caller's (1 in the test suite) and computes on one core (vLLM binds the threads itself;
+    adding OMP_PLACES/OMP_PROC_BIND as for the worker process made it slower). Not applied with several workers
+    (tensor/pipeline/data parallel), an executor named by the caller, a CPU binding left to vLLM (auto, nobind), or
+    UCAI_VLLM_WORKER_PROCESS=true.
     """
-    if not argv or argv[0] != "serve" or os.environ.get("UCAI_VLLM_WORKER_PROCESS") == "1":
+    from ucai.settings import get_settings
+
+    if not argv or argv[0] != "serve" or get_settings().vllm_worker_process:
         return argv
     parallel = ("--distributed-executor-backend", "--tensor-parallel-size", "-tp", "--pipeline-parallel-size", "-pp",
                 "--data-parallel-size", "-dp")
-    if any(a == flag or a.startswith(f"{flag}=") for a in argv for flag in parallel):
+    cpus = bound_cpus(os.environ.get("VLLM_CPU_OMP_THREADS_BIND", ""))
+    if cpus is None or any(a == flag or a.startswith(f"{flag}=") for a in argv for flag in parallel):
         return argv
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    os.environ.update({"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": str(len(cpus))})
     return [*argv, "--distributed-executor-backend", "uni"]
 
 
