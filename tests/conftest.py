@@ -85,6 +85,20 @@ def vllm_url(model_path, logs, chat_root) -> str:
     stop(process)
 
 
+def launcher_processes(vllm_url: str) -> list[tuple[int, list[str]]]:
+    """(pid, command line) of each `services.runtime.vllm_launcher` process serving vllm_url's port."""
+    port = vllm_url.rsplit(":", 1)[1].split("/")[0]
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = [a.decode(errors="replace") for a in cmdline.read_bytes().split(b"\0")]
+        except OSError:  # the process ended meanwhile
+            continue
+        if "services.runtime.vllm_launcher" in args and port in args:
+            found.append((int(cmdline.parent.name), args))
+    return found
+
+
 @contextmanager
 def own_redis_server(data_dir: Path) -> Iterator[str]:
     """A redis-server of its own on a free port (AOF in data_dir, the project's settings); yields its URL."""

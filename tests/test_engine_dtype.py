@@ -2,13 +2,12 @@
 launcher, the local stack and the test fixtures all take that one choice."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import pytest
 
 from services.runtime.local_stack import engine_dtype
 from services.runtime.vllm_launcher import with_cpu_dtype
+from tests.conftest import launcher_processes
 from ucai.engine_dtype import choose_engine_dtype, cpu_flags
 
 AVX2_ONLY = {"fpu", "sse4_2", "avx", "avx2", "fma", "f16c"}  # e.g. AMD EPYC Zen 1
@@ -66,15 +65,7 @@ def test_launcher_adds_the_dtype_only_when_none_is_given(monkeypatch):
 def test_the_suites_vllm_serve_runs_in_the_chosen_dtype(vllm_url):
     """The real engine the fixtures start was given the dtype this machine's CPU calls for (its command line)."""
     assert httpx.get(f"{vllm_url}/models", timeout=10).status_code == 200
-    port = vllm_url.rsplit(":", 1)[1].split("/")[0]
-    served = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().split(b"\0")
-        except OSError:  # the process ended meanwhile
-            continue
-        if b"services.runtime.vllm_launcher" in args and port.encode() in args:
-            served.append([a.decode() for a in args])
-    assert served, f"no vllm serve on port {port}"
+    served = [args for _pid, args in launcher_processes(vllm_url)]
+    assert served, f"no vllm serve at {vllm_url}"
     args = served[0]
     assert args[args.index("--dtype") + 1] == engine_dtype().dtype

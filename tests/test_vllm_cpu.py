@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from services.runtime.vllm_launcher import bound_cpus, with_worker_in_engine
-from tests.conftest import SERVED_NAME
+from tests.conftest import SERVED_NAME, launcher_processes
 from ucai.settings import get_settings
 
 pytestmark = pytest.mark.slow
@@ -77,9 +77,7 @@ def test_the_engine_is_two_processes_not_three(vllm_url):
     """The session's real `vllm serve`: API server -> engine core, and no model-worker process under the core (the
     `uni` executor; each process that starts imports vLLM first, so that one cost a third of the start-up)."""
     assert httpx.get(f"{vllm_url}/models", timeout=10).status_code == 200
-    port = vllm_url.rsplit(":", 1)[1].split("/")[0].encode()
-    servers = [int(c.parent.name) for c in Path("/proc").glob("[0-9]*/cmdline")
-               if b"services.runtime.vllm_launcher" in (args := _read(c)).split(b"\0") and port in args.split(b"\0")]
+    servers = [pid for pid, _args in launcher_processes(vllm_url)]
     assert len(servers) == 1, servers
     tree = {pid: _read(Path(f"/proc/{pid}/comm")).strip() for pid in _descendants(servers[0])}
     assert [name for name in tree.values() if name.startswith(b"VLLM::")] == [b"VLLM::EngineCor"], tree  # comm: 15 B
