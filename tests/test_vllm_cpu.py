@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -63,47 +62,25 @@ def test_launcher_keeps_the_model_worker_in_the_engine_process_unless_told(monke
         get_settings.cache_clear()
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:  # the thread ended meanwhile
-            pass
-    return found
-
-
 def test_the_engine_is_two_processes_not_three(vllm_url):
     """The session's real `vllm serve`: API server -> engine core, and no model-worker process under the core (the
     `uni` executor; each process that starts imports vLLM first, so that one cost a third of the start-up)."""
+    import psutil  # vLLM's own dependency; bench/memory.py walks the stack's processes the same way
+
     assert httpx.get(f"{vllm_url}/models", timeout=10).status_code == 200
     servers = [pid for pid, _args in launcher_processes(vllm_url)]
     assert len(servers) == 1, servers
-    tree = {pid: _read(Path(f"/proc/{pid}/comm")).strip() for pid in _descendants(servers[0])}
-    assert [name for name in tree.values() if name.startswith(b"VLLM::")] == [b"VLLM::EngineCor"], tree  # comm: 15 B
+    tree = {p.pid: p.name() for p in psutil.Process(servers[0]).children(recursive=True)}
+    assert [name for name in tree.values() if name.startswith("VLLM::")] == ["VLLM::EngineCore"], tree
     # ... and computes on more than one core, whatever OMP_NUM_THREADS the suite runs with (1): its CPU time under a
     # prefill-heavy load outgrows the wall time. (Its /proc environ can't tell: vLLM's process title overwrites it.)
-    core = next(pid for pid, name in tree.items() if name.startswith(b"VLLM::EngineCor"))
+    core = psutil.Process(next(pid for pid, name in tree.items() if name == "VLLM::EngineCore"))
 
     def cpu_s() -> float:
-        fields = _read(Path(f"/proc/{core}/stat")).rsplit(b")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        times = core.cpu_times()
+        return times.user + times.system
 
     before, started = cpu_s(), time.monotonic()
     assert asyncio.run(_seeded_requests(vllm_url, 8)) == [200] * 8
     ratio = (cpu_s() - before) / (time.monotonic() - started)
     assert ratio > 1.3, f"the engine core used {ratio:.2f} cores"
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return b""
-
-
-def _descendants(pid: int) -> list[int]:
-    out = []
-    for child in _children(pid):
-        out += [child, *_descendants(child)]
-    return out
