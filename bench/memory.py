@@ -5,10 +5,12 @@
 Starts the stack exactly as `ucai up` composes it (services/runtime/local_stack.LocalStack, on free ports: own
 redis-server, `vllm serve` for the job roles, the chat role's own engine unless --chat-engine shared, a worker,
 the gateway), runs the pipeline benchmark's load through the gateway (every conversation at once), and samples the
-resident memory (RSS) of every process and its children every 0.25 s. Per process: its sampled peak and the kernel's
-high-water mark (VmHWM, summed over the process's children); total: the peak of the summed RSS of all of them at
-one instant. `--kv-cache-gib` sets VLLM_CPU_KVCACHE_SPACE (the engines' KV-cache budget; default: the dtype's,
-ucai/engine_dtype.py). ratio = total peak ÷ 4 GiB (goal ≤ 1). Writes bench/results/memory.json.
+memory of every process and its children every 0.25 s: resident (RSS) and proportional (PSS: a page shared by n
+processes counts 1/n in each, so what a forked engine core still shares with its API server counts once; summed RSS
+counts it twice). Per process: its sampled peaks and the kernel's high-water mark (VmHWM, summed over the process's
+children); total: the peak of the sums over all of them at one instant. `--kv-cache-gib` sets
+VLLM_CPU_KVCACHE_SPACE (the engines' KV-cache budget; default: the dtype's, ucai/engine_dtype.py).
+ratio = total PSS peak ÷ 4 GiB (goal ≤ 1). Writes bench/results/memory.json.
 """
 from __future__ import annotations
 
@@ -49,31 +51,35 @@ def _hwm(process) -> int:
 
 
 class Sampler(threading.Thread):
-    """RSS of each named process tree, every `every_s`; keeps per-name peaks, the peak of the sum, and VmHWM."""
+    """RSS and PSS of each named process tree, every `every_s`; keeps per-name peaks, the peaks of the sums, VmHWM."""
 
     def __init__(self, pids: dict[str, int], every_s: float = 0.25):
         super().__init__(daemon=True)
         self.pids, self.every_s = pids, every_s
         self.peak: dict[str, int] = dict.fromkeys(pids, 0)
+        self.pss_peak: dict[str, int] = dict.fromkeys(pids, 0)
         self.hwm: dict[str, dict[int, int]] = {name: {} for name in pids}
-        self.total_peak = 0
+        self.total_peak = self.total_pss_peak = 0
         self.stopped = threading.Event()
 
     def sample(self) -> None:
         import psutil
 
-        total = 0
+        total = total_pss = 0
         for name, pid in self.pids.items():
-            rss = 0
+            rss = pss = 0
             for process in _tree(pid):
                 try:
-                    rss += process.memory_info().rss
+                    full = process.memory_full_info()  # smaps_rollup: rss and pss of the same moment
                 except psutil.Error:
                     continue
+                rss, pss = rss + full.rss, pss + full.pss
                 self.hwm[name][process.pid] = max(self.hwm[name].get(process.pid, 0), _hwm(process))
             self.peak[name] = max(self.peak[name], rss)
-            total += rss
+            self.pss_peak[name] = max(self.pss_peak[name], pss)
+            total, total_pss = total + rss, total_pss + pss
         self.total_peak = max(self.total_peak, total)
+        self.total_pss_peak = max(self.total_pss_peak, total_pss)
 
     def run(self) -> None:
         while not self.stopped.is_set():
@@ -125,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
                 headers = {"Authorization": f"Bearer {(ROOT / '.ucai' / 'dev-api-key').read_text().strip()}"}
             sampler = Sampler({name: p.pid for name, p in local.processes})
             sampler.sample()
-            idle = dict(sampler.peak)
+            idle = dict(sampler.pss_peak)  # PSS, as the total
             sampler.start()
             prompts = bench_prompts(args.prompts)
             started = time.perf_counter()
@@ -138,17 +144,20 @@ def main(argv: list[str] | None = None) -> dict:
         finally:
             local.down()
     rows = [{"process": name, "idle_mib": round(idle[name] / 2**20), "peak_rss_mib": round(sampler.peak[name] / 2**20),
+             "peak_pss_mib": round(sampler.pss_peak[name] / 2**20),
              "vmhwm_mib": round(sum(sampler.hwm[name].values()) / 2**20)} for name in sampler.pids]
     rows.append({"process": "total (at one instant)", "idle_mib": round(sum(idle.values()) / 2**20),
                  "peak_rss_mib": round(sampler.total_peak / 2**20),
+                 "peak_pss_mib": round(sampler.total_pss_peak / 2**20),
                  "vmhwm_mib": round(sum(sum(h.values()) for h in sampler.hwm.values()) / 2**20)})
     kv = os.environ.get("VLLM_CPU_KVCACHE_SPACE") or str(engine_dtype().kvcache_gib)
-    print_table(rows, ["process", "idle_mib", "peak_rss_mib", "vmhwm_mib"],
+    print_table(rows, ["process", "idle_mib", "peak_rss_mib", "peak_pss_mib", "vmhwm_mib"],
                 title=f"memory under the pipeline load ({len(prompts)} conversations in {wall:.0f}s; "
                 f"KV cache {kv} GiB per engine, chat engine {settings.chat_engine})")
-    total = sampler.total_peak / GIB
-    print(f"total peak {total:.2f} GiB (goal <= 4 GiB)")
-    payload = {"rows": rows, "total_peak_gib": round(total, 2), "kv_cache_gib_per_engine": int(kv),
+    total = sampler.total_pss_peak / GIB
+    print(f"total peak {total:.2f} GiB PSS, {sampler.total_peak / GIB:.2f} GiB summed RSS (goal <= 4 GiB)")
+    payload = {"rows": rows, "total_peak_gib": round(total, 2),
+               "total_peak_rss_gib": round(sampler.total_peak / GIB, 2), "kv_cache_gib_per_engine": int(kv),
                "chat_engine": settings.chat_engine, "dtype": engine_dtype().dtype, "prompts": len(prompts),
                "max_tokens": args.max_tokens, "load_wall_s": round(wall, 1)}
     write_results("memory", payload, total / 4, out=args.out)

@@ -1,7 +1,8 @@
-"""Load against the real model (issue 13), at a small scale: 8 concurrent clients for 45 s against the session's real
+"""Load against the real model (issue 13), at a small scale: 8 concurrent clients for 20 s against the session's real
 stack (gateway + worker + `vllm serve` on the bundled model). No request gets anything but 200 / 202, and every
 accepted job completed exactly once (`completions == 1`, `attempts == 1` in `ucai:job:{id}`). The figures go to
-bench/results/load_real_model.json."""
+bench/results/load_real_model.json. It ran 45 s until issue 15 cut the suite's time: the same assertions, and a fixed
+wall time that every CPU pays in full (the 200-client test keeps the 60 s that issue 13 asks for)."""
 from __future__ import annotations
 
 import asyncio
@@ -14,10 +15,10 @@ from tests.load_driver import drive, exactly_once_problems, wait_all_completed, 
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-CLIENTS, DURATION_S = 8, 45.0
+CLIENTS, DURATION_S = 8, 20.0
 
 
-def test_8_clients_for_45s_on_the_real_model_every_job_completed_exactly_once(stack, redis_url):
+def test_8_clients_for_20s_on_the_real_model_every_job_completed_exactly_once(stack, redis_url):
     word = uuid.uuid4().hex[:8]
 
     def body(client: int, n: int) -> dict:
