@@ -52,6 +52,12 @@ def batch_results(client: httpx.Client, batch_id: str) -> list[dict]:
     return [json.loads(line) for line in response.text.splitlines() if line.strip()]
 
 
+def entries_added(client: redis.Redis, queue: str) -> int:
+    """How many entries the job stream has ever had (XINFO STREAM entries-added). Not XLEN: the workers trim
+    acknowledged entries (older than 60 s) at any moment, so the length can drop between two reads."""
+    return client.xinfo_stream(queue)["entries-added"] if client.exists(queue) else 0
+
+
 def wait_queue_idle(client: redis.Redis, queue: str, timeout_s: float = 30) -> None:
     """Every job on the stream was delivered and acknowledged (whatever the consumer groups are called)."""
     deadline = time.monotonic() + timeout_s

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import SERVED_NAME, wait_job
-from tests.contract.helpers import assert_envelope, marker, wait_queue_idle
+from tests.contract.helpers import assert_envelope, entries_added, marker, wait_queue_idle
 
 pytestmark = pytest.mark.contract
 
@@ -124,7 +124,7 @@ def test_context_is_checked_with_the_engines_count_and_length_before_queueing(ap
                                                                               contract_stack):
     word = marker()
     queue = contract_stack.env["UCAI_QUEUE_NAME"]
-    before = redis_client.xlen(queue) if redis_client.exists(queue) else 0
+    before = entries_added(redis_client, queue)
     tokenized = model_server.count("tokenize")
     # ~4000 tokens: over the test server's 4096 context once the few-shot block and the answers are added,
     # well under the 8192 the gateway would assume if it did not ask the engine.
@@ -136,7 +136,7 @@ def test_context_is_checked_with_the_engines_count_and_length_before_queueing(ap
     assert_envelope(messages, 400, code="context_length_exceeded", param="messages")
     assert model_server.count("tokenize") > tokenized  # the engine counted the prompt
     assert model_server.count("chat", containing=word) == 0  # nothing ran...
-    assert (redis_client.xlen(queue) if redis_client.exists(queue) else 0) == before  # ...nothing was queued
+    assert entries_added(redis_client, queue) == before  # ...nothing was queued
 
 
 def test_same_idempotency_key_is_one_job_run_once(api, model_server):
@@ -161,7 +161,7 @@ def test_concurrent_requests_with_one_key_run_once(contract_stack, model_server,
     for _ in range(3):
         word, key = marker(), marker()
         body = {"prompt": f"Should I shout at my kids {word}?", "max_tokens": 8, "seed": 5}
-        queued_before = redis_client.xlen(queue) if redis_client.exists(queue) else 0
+        queued_before = entries_added(redis_client, queue)
         barrier = threading.Barrier(clients)
         model_server.hold("tokenize", clients)  # the gateway counts each prompt first: all reach the queue together
 
@@ -175,7 +175,7 @@ def test_concurrent_requests_with_one_key_run_once(contract_stack, model_server,
                 answers = list(pool.map(post, range(clients)))
             assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
             assert len({a.json()["id"] for a in answers}) == 1
-            assert redis_client.xlen(queue) - queued_before == 1  # one message on the job stream
+            assert entries_added(redis_client, queue) - queued_before == 1  # one message on the job stream
             assert model_server.count("chat", containing=word) == answers[0].json()["usage"]["requests"]
         finally:  # duplicate runs (the bug this catches) finish here, not during a later test
             wait_queue_idle(redis_client, queue)

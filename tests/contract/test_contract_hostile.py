@@ -21,7 +21,7 @@ import pytest
 from services.runtime.local_stack import free_port
 from tests.conftest import make_stack
 from tests.contract.conftest import FAST_ROLES
-from tests.contract.helpers import assert_envelope, marker
+from tests.contract.helpers import assert_envelope, entries_added, marker
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.contract
@@ -60,18 +60,14 @@ NOT_STRICT_JSON = [
 ]
 
 
-def _xlen(redis_client, queue: str) -> int:
-    return redis_client.xlen(queue) if redis_client.exists(queue) else 0
-
-
 @pytest.mark.parametrize("path", list(VALID))
 @pytest.mark.parametrize(("name", "body", "code"), NOT_STRICT_JSON, ids=[c[0] for c in NOT_STRICT_JSON])
 def test_a_body_that_is_not_strict_json_is_400(api, contract_stack, redis_client, path, name, body, code):
     queue = contract_stack.env["UCAI_QUEUE_NAME"]
-    before = _xlen(redis_client, queue)
+    before = entries_added(redis_client, queue)
     error = assert_envelope(api.post(path, content=body, headers=JSON), 400, code=code)["error"]
     assert error["type"] == "invalid_request_error"
-    assert _xlen(redis_client, queue) == before  # nothing queued
+    assert entries_added(redis_client, queue) == before  # nothing queued
     assert api.get("/health").status_code == 200
 
 
@@ -94,7 +90,7 @@ def test_strict_json_still_accepts_what_is_json(api):
 
 def test_bodies_at_and_over_the_limit(api, model_server, redis_client, contract_stack):
     word, queue = marker(), contract_stack.env["UCAI_QUEUE_NAME"]
-    before = _xlen(redis_client, queue)
+    before = entries_added(redis_client, queue)
     head = f'{{"prompt": "{word} '.encode()
     # Exactly at the limit: read and parsed; a 1 MB prompt cannot fit the model's context → 400 before queueing.
     at_limit = head + b"lock " * ((LIMIT - len(head) - 2) // 5)
@@ -112,7 +108,7 @@ def test_bodies_at_and_over_the_limit(api, model_server, redis_client, contract_
         yield b'"}'
 
     assert_envelope(api.post("/critique", content=streamed(), headers=JSON), 413, code="body_too_large")
-    assert _xlen(redis_client, queue) == before
+    assert entries_added(redis_client, queue) == before
     assert model_server.count("chat", containing=word) == 0
 
 
