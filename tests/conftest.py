@@ -24,7 +24,7 @@ from services.runtime.local_stack import (
 )
 from ucai.local_redis import start_redis
 from ucai.model_prepare import resolve_model_path
-from ucai.settings import ROLE_NAMES
+from ucai.settings import ROLE_NAMES, get_settings
 
 SERVED_NAME = "smollm2"
 
@@ -76,11 +76,12 @@ def vllm_url(model_path, logs, chat_root) -> str:
         stop(process)
         pytest.fail(f"{exc}\n{tail(train_log)}\n{tail(logs / 'vllm.log')}")
     adapter = chat_adapters.discover(Layout(chat_root / "datasets", chat_root / "artifacts", chat_root / "cache"))
-    loaded = httpx.post(f"{url}/load_lora_adapter", timeout=120,
-                        json={"lora_name": "ethical-sft", "lora_path": str(adapter["ethical-sft"].resolve())})
-    if loaded.status_code != 200:
+    settings = get_settings()
+    settings = settings.model_copy(update={"chat": settings.chat.model_copy(update={"base_url": url})})
+    report = chat_adapters.sync_now({"ethical-sft": adapter["ethical-sft"]}, settings)  # what `ucai train` calls
+    if report.loaded != ["ethical-sft"]:
         stop(process)
-        pytest.fail(f"loading ethical-sft: HTTP {loaded.status_code} {loaded.text}\n{tail(logs / 'vllm.log')}")
+        pytest.fail(f"loading ethical-sft: {report}\n{tail(logs / 'vllm.log')}")
     yield url
     stop(process)
 
