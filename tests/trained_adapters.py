@@ -54,7 +54,7 @@ def train_sft(artifacts: Path, data_dir: Path, constitution: str, log: Path, **e
         raise RuntimeError(f"training sft for {constitution} failed (exit {done.returncode}); see {log}")
 
 
-def untrained_adapter(run_dir: Path, model_path: str, seed: int = 0) -> Path:
+def untrained_adapter(run_dir: Path, model_path: str, seed: int = 0, std: float = 0.02) -> Path:
     """A real PEFT LoRA of the bundled model with random (non-zero) B matrices, saved as a run's `adapter/` with its
     `latest.txt`: loads and serves like a trained one, in seconds (for tests about serving, not about training)."""
     import torch
@@ -67,7 +67,7 @@ def untrained_adapter(run_dir: Path, model_path: str, seed: int = 0) -> Path:
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
-                param.normal_(0, 0.02)
+                param.normal_(0, std)
     adapter = run_dir / "adapter"
     model.save_pretrained(str(adapter))
     (run_dir.parent / "latest.txt").write_text(run_dir.name + "\n")

