@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--kv-cache-gib", type=int, default=None, help="VLLM_CPU_KVCACHE_SPACE of the engines")
     parser.add_argument("--chat-engine", choices=["own", "shared"], default=None,
-                        help="UCAI_CHAT_ENGINE (default: the setting, `own`)")
+                        help="UCAI_CHAT_ENGINE (default: the setting, `shared`)")
     parser.add_argument("--logs", type=Path, default=LOGS / "memory")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 8 prompts, 16 tokens")
     parser.add_argument("--out", type=Path, default=None, help="results file (default bench/results/memory.json)")

@@ -17,8 +17,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def test_ucai_up_serves_critique_and_stops_cleanly_on_ctrl_c(model_path, tmp_path):
-    """Also: the engine runs in the dtype chosen for this CPU, the chat role gets its own engine with LoRA, and a
-    trained adapter found under the artefacts folder is served by name without being asked for."""
+    """Also: the engine runs in the dtype chosen for this CPU, one engine with LoRA serves the job roles and chat,
+    and a trained adapter found under the artefacts folder is served by name without being asked for."""
     from tests.trained_adapters import untrained_adapter
     from ucai.engine_dtype import engine_dtype
 
@@ -46,8 +46,9 @@ def test_ucai_up_serves_critique_and_stops_cleanly_on_ctrl_c(model_path, tmp_pat
         dev_key = (tmp_path / ".ucai" / "dev-api-key").read_text().strip()
         output = "".join(lines)
         assert f"dtype    {engine_dtype().dtype}:" in output, output  # float32 on an AVX2-only CPU
-        assert f"on :{vllm_port} for generator, critic, judge (" in output, output  # the job roles: no LoRA
-        assert f"on :{chat_port} for chat with LoRA" in output and "LoRA     ethical-sft" in output, output
+        # One engine with LoRA for every role (UCAI_CHAT_ENGINE=shared), and no engine on the chat port.
+        assert f"on :{vllm_port} for generator, critic, judge, chat with LoRA (" in output, output
+        assert "LoRA     ethical-sft" in output and f":{chat_port}" not in output, output
 
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300,
                           headers={"Authorization": f"Bearer {dev_key}"}) as client:

@@ -79,8 +79,9 @@ class Settings(BaseSettings):
         "(constitution, stage) under the artefacts folder), `none`, or a comma list such as "
         "`ethical/ppo,unethical/ppo`.")
     chat_engine: Literal["own", "shared"] = Field(
-        "own", description="`ucai up`: the chat role gets its own vllm serve with LoRA (own), or shares the job "
-        "roles' engine, which then runs with LoRA on (shared: less memory, about half the base throughput on CPU).")
+        "shared", description="`ucai up`: the chat role shares the job roles' vllm serve, which runs with LoRA on "
+        "(shared: one engine's memory and start; LoRA on costs the base model ~2 % on CPU, bench/engine_modes.py), "
+        "or gets an engine of its own with LoRA, the job roles' engine without it (own).")
     chat_runtime_lora: bool = Field(
         True, description="Start the local vllm serve with LoRA enabled and runtime adapter loading, so adapters "
         "trained later are registered without a restart (POST /admin/adapters/reload, the end of `ucai train`).")

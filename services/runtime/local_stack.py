@@ -155,9 +155,10 @@ class LocalStack:
             self.processes.append(("redis", redis))
             env["REDIS_URL"] = f"redis://127.0.0.1:{self.redis_port}/0"
             print(f"redis      redis://127.0.0.1:{self.redis_port}/0 (own, AOF in {redis_dir})")
-        # Start vllm serve only for roles that point at this machine's default port. The chat role gets an engine of
-        # its own with LoRA (UCAI_CHAT_ENGINE=own): LoRA on halves the base model's throughput on this CPU
-        # (bench/engine_modes.py), which the job roles would pay for every critique.
+        # Start vllm serve only for roles that point at this machine's default port. One engine, with LoRA, serves
+        # every role (UCAI_CHAT_ENGINE=shared): with the launcher's LoRA kernels the base model keeps ~98 % of its
+        # throughput there (bench/engine_modes.py), and a second engine would double the memory and the start.
+        # UCAI_CHAT_ENGINE=own gives the chat role an engine of its own.
         local_roles = [r for r in ROLE_NAMES if _is_local(settings.role(r).base_url, self.vllm_port)]
         own_chat = "chat" in local_roles and settings.chat_engine == "own"
         engines = []  # (name, port, roles, LoRA flags)

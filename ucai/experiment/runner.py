@@ -32,7 +32,7 @@ from ucai.experiment.config import ExperimentConfig
 from ucai.experiment.split import check_no_leak, hash_order, record_text, split
 from ucai.experiment.state import StageRecord, StageStore, file_sha256, stage_key
 from ucai.layout import Layout
-from ucai.settings import ROLE_NAMES
+from ucai.settings import ROLE_NAMES, get_settings
 
 # Stage kinds in pipeline order; `--from KIND` redoes every stage of that kind and after.
 KINDS = ("prompts", "categorise", "split", "sft-data", "sft", "prefs-data", "reward", "rl", "dpo", "eval", "report")
@@ -281,8 +281,10 @@ class ExperimentRunner:
         with open(logs / "stack.log", "ab") as log:
             self._stack = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                            start_new_session=True, preexec_fn=_die_with_parent)
-        # Training runs register their adapters with this stack's chat engine when they finish.
-        self.env["UCAI_CHAT__BASE_URL"] = f"http://127.0.0.1:{s.chat_port}/v1"
+        # Training runs register their adapters with this stack's chat engine when they finish: the one engine, or
+        # the chat role's own (UCAI_CHAT_ENGINE=own).
+        chat_port = s.chat_port if get_settings().chat_engine == "own" else s.vllm_port
+        self.env["UCAI_CHAT__BASE_URL"] = f"http://127.0.0.1:{chat_port}/v1"
         deadline = time.monotonic() + 1800
         while time.monotonic() < deadline:
             if self._stack.poll() is not None:
