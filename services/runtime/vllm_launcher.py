@@ -6,10 +6,11 @@ so `vllm serve` dies with PackageNotFoundError. We answer that lookup with
 to vLLM's CLI unchanged. With the regular `vllm` wheel this launcher changes nothing.
 
 On the CPU wheel it also works around two crashes (`_patch_cpu_seeded_partial_prefill`,
-`_patch_cpu_lora_logits`), keeps the model worker in a forked engine core (`with_worker_in_engine`,
-`_patch_cpu_engine_core_fork`), and a `serve` without `--dtype` gets the dtype chosen from the CPU
-(`ucai.engine_dtype`: bf16 only with native bf16, else fp32) and a KV-cache budget sized to it, so the container and
-the local stack make the same choice.
+`_patch_cpu_lora_logits`), gives LoRA kernels that leave base-model requests alone and cost them ~2 %
+(`_patch_cpu_lora_logits`, `_patch_cpu_lora_segments`), keeps the model worker in a forked engine core
+(`with_worker_in_engine`, `_patch_cpu_engine_core_fork`), and a `serve` without `--dtype` gets the dtype chosen
+from the CPU (`ucai.engine_dtype`: bf16 only with native bf16, else fp32) and a KV-cache budget sized to it, so the
+container and the local stack make the same choice.
 """
 from __future__ import annotations
 
