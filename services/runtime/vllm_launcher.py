@@ -132,22 +132,19 @@ def _patch_cpu_lora_segments() -> None:
         self._ucai_runs = [(slice(start, start + length), index) for start, length, index
                            in zip(starts.tolist(), lengths.tolist(), indices.tolist(), strict=True) if index >= 0]
 
-    def runs(self):
-        return self._ucai_runs
-
-    def weights(stacked, index):
+    def product(x, rows, stacked, index, dtype):  # x[rows] @ W.T with the slot's (out, in) matrix, in y's dtype
         w = stacked[index]
-        return w.squeeze(0) if w.dim() == 3 else w  # (1, out, in) per slot in the stacked layout
+        w = w.squeeze(0) if w.dim() == 3 else w  # (1, out, in) per slot in the stacked layout
+        return x[rows].to(dtype) @ w.to(dtype).T
 
     def shrink(self, y, x, w_t_all, scale):  # y[run] = scale * x[run] @ A.T, as sgmv_shrink
-        for rows, index in runs(self):
-            a = weights(w_t_all, index)
-            y[rows, : a.shape[0]] = scale * (x[rows].to(y.dtype) @ a.to(y.dtype).T)
+        for rows, index in self._ucai_runs:
+            out = product(x, rows, w_t_all, index, y.dtype)
+            y[rows, : out.shape[1]] = scale * out
 
     def expand(self, y, x, w_t_all, add_inputs):  # y[run] (+)= x[run] @ B.T, as sgmv_expand
-        for rows, index in runs(self):
-            b = weights(w_t_all, index).to(y.dtype)
-            out = x[rows].to(y.dtype) @ b.T
+        for rows, index in self._ucai_runs:
+            out = product(x, rows, w_t_all, index, y.dtype)
             width = min(out.shape[1], y.shape[1])
             if add_inputs:
                 y[rows, :width] += out[:, :width]
@@ -155,8 +152,8 @@ def _patch_cpu_lora_segments() -> None:
                 y[rows, :width] = out[:, :width]
 
     def expand_slice(self, y, x, w_t_all, y_offset, y_slice_size, add_inputs):  # as sgmv_expand_slice
-        for rows, index in runs(self):
-            out = x[rows].to(y.dtype) @ weights(w_t_all, index).to(y.dtype).T
+        for rows, index in self._ucai_runs:
+            out = product(x, rows, w_t_all, index, y.dtype)
             if add_inputs:
                 y[rows, y_offset: y_offset + y_slice_size] += out
             else:
