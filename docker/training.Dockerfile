@@ -31,7 +31,7 @@ COPY ucai/ ucai/
 COPY services/ services/
 COPY gateway/ gateway/
 COPY training/ training/
-RUN python -m pip install ".[train,data,multigpu]"
+RUN python -m pip install ".[train,qlora,data,multigpu]"
 
 # `python -m training <stage> …`; compose's per-stage services put the stage and recipe in front of the user's args.
 ENTRYPOINT ["python", "-m", "training"]

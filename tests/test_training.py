@@ -241,6 +241,20 @@ def test_constitution_names(tmp_path, ucai_env):
     assert not (tmp_path / "artifacts").exists()
 
 
+def test_a_4bit_recipe_without_bitsandbytes_names_the_qlora_extra(monkeypatch):
+    """The CPU install has no bitsandbytes (pyproject's `qlora` extra is the training image's): a QLoRA recipe then
+    stops before any model is loaded, naming the extra, and the CPU recipes never ask for it."""
+    from training import common
+
+    monkeypatch.setattr(common, "has_bitsandbytes", lambda: False)  # as in a fresh CPU install (a venv may still hold it)
+    cfg = load_config("sft", RECIPES_DIR / "llama-2-7b-chat" / "sft.yaml", {"bf16": False})  # bf16 needs a GPU
+    assert cfg.load_in_4bit
+    with pytest.raises(RecipeError, match=r"pip install '\.\[train,qlora\]'"):
+        common.model_kwargs(cfg)
+    cpu = load_config("sft", RECIPES_DIR / "smollm2-135m" / "sft.yaml")
+    assert not common.quantised(cpu) and common.model_kwargs(cpu)["dtype"] is not None
+
+
 def test_renamed_recipe_field_is_named():
     with pytest.raises(RecipeError, match="'torch_dtype' is now 'dtype'"):
         load_config("sft", None, {"torch_dtype": "float32"})

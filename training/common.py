@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 from training import artifacts, data
-from training.config import config_dict, load_config, recipe_path
+from training.config import RecipeError, config_dict, load_config, recipe_path
 from training.stages import STAGES
 from training.usage import describe_fields
 from ucai.layout import Layout
@@ -65,6 +66,10 @@ def quantised(cfg) -> bool:
     return bool(cfg.load_in_4bit or cfg.load_in_8bit)
 
 
+def has_bitsandbytes() -> bool:
+    return importlib.util.find_spec("bitsandbytes") is not None
+
+
 def load_tokenizer(cfg, padding_side: str = "right"):
     from transformers import AutoTokenizer
 
@@ -82,6 +87,10 @@ def model_kwargs(cfg) -> dict[str, Any]:
     """from_pretrained arguments of the base model: dtype, revision, attention, bitsandbytes (TRL's helper)."""
     from trl import get_quantization_config
 
+    if quantised(cfg) and not has_bitsandbytes():
+        # Not in the CPU install: importing it costs every training process ~1.5 s (peft imports it when present).
+        raise RecipeError("this recipe loads the model in 4 or 8 bits (load_in_4bit / load_in_8bit), which needs "
+                          "bitsandbytes and a CUDA GPU: pip install '.[train,qlora]' (the training image has it)")
     kw: dict[str, Any] = {"dtype": torch_dtype(cfg.dtype), "revision": cfg.model_revision}
     if cfg.attn_implementation:
         kw["attn_implementation"] = cfg.attn_implementation
