@@ -45,7 +45,7 @@ def test_ci_experiment_resumes_after_a_kill_and_then_skips_everything(chat_stack
     artifacts, datasets = tmp_path / "artifacts", tmp_path / "datasets"
     # The chat engine of chat_stack (LoRA, runtime loading) behind a gateway + worker of this experiment's own. The
     # worker takes as many jobs at once as `ucai up`'s (which `--start-stack` runs), so the four data stages' batches
-    # reach the engine together: 0.89x the test's time against the default 8 (README, "Test budget").
+    # reach the engine together: 0.89x the test's time against the default 8 (README, "Two more cuts").
     stack = make_stack(redis_url, chat_stack.vllm_url, logs, UCAI_ARTIFACTS=str(artifacts),
                        UCAI_DATASETS_DIR=str(datasets), UCAI_WORKER_CONCURRENCY=str(LOCAL_WORKER_CONCURRENCY))
     env = {**os.environ, "UCAI_ARTIFACTS": str(artifacts), "UCAI_DATASETS_DIR": str(datasets),
