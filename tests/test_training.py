@@ -246,7 +246,7 @@ def test_a_4bit_recipe_without_bitsandbytes_names_the_qlora_extra(monkeypatch):
     stops before any model is loaded, naming the extra, and the CPU recipes never ask for it."""
     from training import common
 
-    monkeypatch.setattr(common, "has_bitsandbytes", lambda: False)  # as in a fresh CPU install (a venv may still hold it)
+    monkeypatch.setattr(common, "has_bitsandbytes", lambda: False)  # a fresh CPU install (older venvs may hold it)
     cfg = load_config("sft", RECIPES_DIR / "llama-2-7b-chat" / "sft.yaml", {"bf16": False})  # bf16 needs a GPU
     assert cfg.load_in_4bit
     with pytest.raises(RecipeError, match=r"pip install '\.\[train,qlora\]'"):
