@@ -15,7 +15,7 @@ from bench import common
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = ("pipeline", "naive", "gateway", "training", "memory", "latency")
 BENCHES_IN_MAKE_ORDER = ("gateway", "latency", "pipeline", "naive", "memory", "training")
-SCRIPTS = (*BENCHES, "gpu_pipeline", "gpu_training")
+SCRIPTS = (*BENCHES, "gpu_pipeline", "gpu_training", "suite_profile")
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -79,3 +79,19 @@ def test_gateway_quick_against_the_test_server(tmp_path):
     assert [row["concurrency"] for row in result["enqueue"]] == [1, 16]
     assert all(row["accepted"] > 0 and row["refused"] == 0 for row in result["enqueue"])
     assert result["machine"]["cores"] and "latency, one request at a time" in done.stdout
+
+
+def test_suite_profile_counts_each_tests_processes(tmp_path):
+    """bench/suite_profile.py on two real tests: the one that runs a script in a subprocess is charged that
+    process's CPU (as pytest's exited children); the in-process ones are not."""
+    out, script = tmp_path / "profile.json", "tests/test_bench_scripts.py::test_bench_runs_as_a_script[naive]"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "suite_profile.py"), "--out", str(out), "--", script,
+                           "tests/test_layout.py"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    rows = {row["test"]: row for row in result["tests"]}
+    assert result["totals"]["tests"] == len(rows) == 9 and "per file, slowest first" in done.stdout
+    assert rows[script]["cpu_s"]["children (exited)"] > 0.1  # `python bench/naive.py --help`: imports, at least
+    layout = [row for test, row in rows.items() if test.startswith("tests/test_layout.py")]
+    assert len(layout) == 8 and all("children (exited)" not in row["cpu_s"] for row in layout)
+    assert all(row["wall_s"] > 0 and row["busy_cpu_s"] >= 0 for row in rows.values())

@@ -1,0 +1,100 @@
+"""pytest plugin of bench/suite_profile.py: around every test, the machine's busy and idle CPU time (/proc/stat),
+the CPU time of each kind of process (psutil), and the tokens of every local vLLM engine (its /metrics).
+
+Processes that start and end inside one test are seen through pytest's own `children` times when pytest waited for
+them (subprocess.run: training runs, CLIs, stopped services), not by kind. Writes one JSON row per test to
+$UCAI_SUITE_PROFILE_OUT at the end of the session.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import urllib.request
+
+import psutil
+import pytest
+
+ENGINE_COUNTERS = ("prompt_tokens_total", "generation_tokens_total", "prefix_cache_hits_total",
+                   "request_success_total")
+# The first match names the process: the order matters (a worker's command line can name vLLM's URL).
+KINDS = (("vllm", ("vllm_launcher", "VLLM::", "vllm serve")), ("worker", ("services.runtime.worker",)),
+         ("gateway", ("gateway.app",)), ("training", ("-m training",)), ("cli", ("ucai.cli", "bin/ucai")),
+         ("browser", ("chrom",)), ("redis", ("redis-server",)))
+
+_rows: list[dict] = []
+
+
+def _kind(args: str, name: str) -> str:
+    text = f"{name} {args}"
+    return next((kind for kind, marks in KINDS if any(m in text for m in marks)), "other")
+
+
+def _cpu_by_process() -> dict[tuple[int, str], float]:
+    me, seen = os.getpid(), {}
+    for process in psutil.process_iter(["cmdline", "name", "cpu_times"]):
+        times = process.info["cpu_times"]
+        if times is None:
+            continue
+        if process.pid == me:
+            seen[(me, "pytest")] = times.user + times.system
+            seen[(me, "children (exited)")] = times.children_user + times.children_system
+        else:
+            seen[(process.pid, _kind(" ".join(process.info["cmdline"] or []), process.info["name"] or ""))] = \
+                times.user + times.system
+    return seen
+
+
+def _engine_ports() -> set[str]:
+    ports = set()
+    for process in psutil.process_iter(["cmdline"]):
+        args = process.info["cmdline"] or []
+        if any("vllm_launcher" in a for a in args) and "--port" in args:
+            ports.add(args[args.index("--port") + 1])
+    return ports
+
+
+def _engine_counters(port: str) -> dict[str, float] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=15) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    return {name: sum(float(m.group(1)) for m in re.finditer(rf"^vllm:{name}\{{[^}}]*\}} (\S+)$", text, re.M))
+            for name in ENGINE_COUNTERS}
+
+
+def _machine_ticks() -> tuple[float, float]:
+    with open("/proc/stat") as stat:
+        cpu = [int(x) for x in stat.readline().split()[1:]]
+    idle = cpu[3] + cpu[4]
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(cpu[:8]) - idle) / hz, idle / hz
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    start, (busy0, idle0), cpu0 = time.monotonic(), _machine_ticks(), _cpu_by_process()
+    engines0 = {port: _engine_counters(port) for port in _engine_ports()}
+    yield
+    wall, (busy1, idle1), cpu1 = time.monotonic() - start, _machine_ticks(), _cpu_by_process()
+    cpu: dict[str, float] = {}
+    for (pid, kind), seconds in cpu1.items():  # a process alive at the end; one that died is not counted here
+        cpu[kind] = cpu.get(kind, 0.0) + seconds - cpu0.get((pid, kind), 0.0)
+    tokens: dict[str, float] = {}
+    for port in _engine_ports():
+        after = _engine_counters(port)
+        before = engines0.get(port) or dict.fromkeys(ENGINE_COUNTERS, 0.0)
+        for name, value in (after or {}).items():
+            tokens[name] = tokens.get(name, 0.0) + value - (before or {}).get(name, 0.0)
+    _rows.append({"test": item.nodeid, "wall_s": round(wall, 3), "busy_cpu_s": round(busy1 - busy0, 2),
+                  "idle_cpu_s": round(idle1 - idle0, 2), "cpu_s": {k: round(v, 2) for k, v in cpu.items() if v},
+                  "engine": {k: int(v) for k, v in tokens.items()}})
+
+
+def pytest_sessionfinish(session, exitstatus):
+    out = os.environ.get("UCAI_SUITE_PROFILE_OUT")
+    if out:
+        with open(out, "w") as f:
+            json.dump(_rows, f)
