@@ -1,8 +1,8 @@
 """pytest plugin of bench/suite_profile.py: around every test, the machine's busy and idle CPU time (/proc/stat),
 the CPU time of each kind of process (psutil), and the tokens of every local vLLM engine (its /metrics).
 
-Processes that start and end inside one test are seen through pytest's own `children` times when pytest waited for
-them (subprocess.run: training runs, CLIs, stopped services), not by kind. Writes one JSON row per test to
+Processes that end during a test are seen through pytest's own `children` times once they are reaped (training runs,
+CLIs, stopped services), as one "children (exited)" figure, not by kind. Writes one JSON row per test to
 $UCAI_SUITE_PROFILE_OUT at the end of the session.
 """
 from __future__ import annotations
@@ -82,6 +82,11 @@ def pytest_runtest_protocol(item, nextitem):
     cpu: dict[str, float] = {}
     for (pid, kind), seconds in cpu1.items():  # a process alive at the end; one that died is not counted here
         cpu[kind] = cpu.get(kind, 0.0) + seconds - cpu0.get((pid, kind), 0.0)
+    # A process that ended during the test reaches pytest's children times with its whole life's CPU (the session
+    # engine's, when the last test tears the session down): only what it used during this test is this test's.
+    alive = {pid for pid, _ in cpu1}
+    before = sum(seconds for (pid, _), seconds in cpu0.items() if pid not in alive)
+    cpu["children (exited)"] = max(0.0, cpu.get("children (exited)", 0.0) - before)
     tokens: dict[str, float] = {}
     for port in _engine_ports():
         after = _engine_counters(port)

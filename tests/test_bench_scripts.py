@@ -95,3 +95,29 @@ def test_suite_profile_counts_each_tests_processes(tmp_path):
     layout = [row for test, row in rows.items() if test.startswith("tests/test_layout.py")]
     assert len(layout) == 8 and all("children (exited)" not in row["cpu_s"] for row in layout)
     assert all(row["wall_s"] > 0 and row["busy_cpu_s"] >= 0 for row in rows.values())
+
+
+PROCESS_ACROSS_TESTS = '''
+import subprocess, sys, time
+LIVE = {}
+def test_start():
+    LIVE["p"] = subprocess.Popen([sys.executable, "-c", "import time\\nt = time.process_time()\\n"
+                                  "while time.process_time() - t < 1.0: pass\\ntime.sleep(120)"])
+    time.sleep(2.0)
+def test_stop():
+    LIVE["p"].kill()
+    LIVE["p"].wait()
+'''
+
+
+def test_suite_profile_charges_a_process_to_the_tests_it_ran_in(tmp_path):
+    """A process started in one test and reaped in the next: its CPU second is the first test's, not the second's
+    (pytest's children times bring its whole life's CPU when it is reaped)."""
+    (tmp_path / "test_across.py").write_text(PROCESS_ACROSS_TESTS)
+    out = tmp_path / "profile.json"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "suite_profile.py"), "--out", str(out), "--",
+                           str(tmp_path / "test_across.py")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = {row["test"].split("::")[1]: row["cpu_s"] for row in json.loads(out.read_text())["tests"]}
+    assert rows["test_start"].get("other", 0) > 0.8
+    assert rows["test_stop"].get("children (exited)", 0) < 0.3, rows
