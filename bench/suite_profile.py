@@ -41,7 +41,8 @@ def by_file(rows: list[dict]) -> list[dict]:
             total[f"cpu {kind}"] += seconds
         for name, value in row["engine"].items():
             total[name] += value
-    return [{"file": name, **totals} for name, totals in sorted(files.items(), key=lambda kv: -kv[1]["wall_s"])]
+    return [{"file": name, **totals, "tests": int(totals["tests"])}
+            for name, totals in sorted(files.items(), key=lambda kv: -kv[1]["wall_s"])]
 
 
 def totals(rows: list[dict]) -> dict:
