@@ -31,28 +31,21 @@ def _kind(args: str, name: str) -> str:
     return next((kind for kind, marks in KINDS if any(m in text for m in marks)), "other")
 
 
-def _cpu_by_process() -> dict[tuple[int, str], float]:
-    me, seen = os.getpid(), {}
+def _processes() -> tuple[dict[tuple[int, str], float], set[str]]:
+    """One pass over the processes: CPU seconds by (pid, kind), and the ports of the local vLLM engines."""
+    me, cpu, ports = os.getpid(), {}, set()
     for process in psutil.process_iter(["cmdline", "name", "cpu_times"]):
-        times = process.info["cpu_times"]
+        times, args = process.info["cpu_times"], process.info["cmdline"] or []
         if times is None:
             continue
         if process.pid == me:
-            seen[(me, "pytest")] = times.user + times.system
-            seen[(me, "children (exited)")] = times.children_user + times.children_system
-        else:
-            seen[(process.pid, _kind(" ".join(process.info["cmdline"] or []), process.info["name"] or ""))] = \
-                times.user + times.system
-    return seen
-
-
-def _engine_ports() -> set[str]:
-    ports = set()
-    for process in psutil.process_iter(["cmdline"]):
-        args = process.info["cmdline"] or []
+            cpu[(me, "pytest")] = times.user + times.system
+            cpu[(me, "children (exited)")] = times.children_user + times.children_system
+            continue
+        cpu[(process.pid, _kind(" ".join(args), process.info["name"] or ""))] = times.user + times.system
         if any("vllm_launcher" in a for a in args) and "--port" in args:
             ports.add(args[args.index("--port") + 1])
-    return ports
+    return cpu, ports
 
 
 def _engine_counters(port: str) -> dict[str, float] | None:
@@ -75,10 +68,10 @@ def _machine_ticks() -> tuple[float, float]:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    start, (busy0, idle0), cpu0 = time.monotonic(), _machine_ticks(), _cpu_by_process()
-    engines0 = {port: _engine_counters(port) for port in _engine_ports()}
+    start, (busy0, idle0), (cpu0, ports0) = time.monotonic(), _machine_ticks(), _processes()
+    engines0 = {port: _engine_counters(port) for port in ports0}
     yield
-    wall, (busy1, idle1), cpu1 = time.monotonic() - start, _machine_ticks(), _cpu_by_process()
+    wall, (busy1, idle1), (cpu1, ports1) = time.monotonic() - start, _machine_ticks(), _processes()
     cpu: dict[str, float] = {}
     for (pid, kind), seconds in cpu1.items():  # a process alive at the end; one that died is not counted here
         cpu[kind] = cpu.get(kind, 0.0) + seconds - cpu0.get((pid, kind), 0.0)
@@ -88,7 +81,7 @@ def pytest_runtest_protocol(item, nextitem):
     before = sum(seconds for (pid, _), seconds in cpu0.items() if pid not in alive)
     cpu["children (exited)"] = max(0.0, cpu.get("children (exited)", 0.0) - before)
     tokens: dict[str, float] = {}
-    for port in _engine_ports():
+    for port in ports1:
         after = _engine_counters(port)
         before = engines0.get(port) or dict.fromkeys(ENGINE_COUNTERS, 0.0)
         for name, value in (after or {}).items():
