@@ -14,10 +14,16 @@ of forking it from the API server, as the launcher does.
     python bench/engine_modes.py --modes float32:eager,float32:eager:mp,float32:eager:lora,float32:eager:lora:mp
     python bench/engine_modes.py --modes float32:eager,float32:eager:spawn,float32:eager:lora,float32:eager:lora:spawn
 
+A `:busy` mode measures beside one busy process (a loop on one core's worth of CPU, as a training run, a browser or a
+test process would be); `:1core` binds the engine to one CPU (VLLM_CPU_OMP_THREADS_BIND=0) instead of the local
+stack's `0-1`. On 2 cores, what an engine whose OpenMP team spans both cores pays for a neighbour:
+
+    python bench/engine_modes.py --modes float32:eager,float32:eager:busy,float32:eager:1core,float32:eager:1core:busy
+
 For each mode one real `vllm serve` is started (the project's launcher, loopback), and measured:
 start-up (spawn -> /v1/models answers; compiled modes twice: a fresh compile cache, then warm), throughput of
-16 concurrent chats x 64 output tokens, and the latency of one ~630-token prompt + 64 tokens (the size of a
-critique-revision prompt). `--isa-cap avx2` caps oneDNN and ATen at AVX2 (ONEDNN_MAX_CPU_ISA,
+one chat at a time and of 16 concurrent chats x 64 output tokens, and the latency of one ~630-token prompt + 64
+tokens (the size of a critique-revision prompt). `--isa-cap avx2` caps oneDNN and ATen at AVX2 (ONEDNN_MAX_CPU_ISA,
 ATEN_CPU_CAPABILITY) to approximate an AVX2-only CPU on a newer one. Prints a table, writes
 bench/results/engine_modes.json with ratios against the first mode.
 """
@@ -27,6 +33,7 @@ import argparse
 import asyncio
 import json
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -60,6 +67,9 @@ async def measure(url: str, concurrency: int, max_tokens: int) -> dict:
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
         await chat(client, CHATS[0], 8)  # warm-up
         started = time.perf_counter()
+        single = await chat(client, CHATS[1], max_tokens)  # batch 1: most of the test suite's requests
+        single_s = time.perf_counter() - started
+        started = time.perf_counter()
         tokens = await asyncio.gather(*(chat(client, CHATS[i % len(CHATS)], max_tokens) for i in range(concurrency)))
         wall = time.perf_counter() - started
         started = time.perf_counter()
@@ -68,8 +78,9 @@ async def measure(url: str, concurrency: int, max_tokens: int) -> dict:
             "temperature": 0.0, "ignore_eos": True})
         r.raise_for_status()
         long_s = time.perf_counter() - started
-    return {"concurrent_tok_s": round(sum(tokens) / wall, 1), "concurrent_wall_s": round(wall, 2),
-            "long_prompt_tokens": r.json()["usage"]["prompt_tokens"], "long_prompt_s": round(long_s, 2)}
+    return {"single_tok_s": round(single / single_s, 1), "concurrent_tok_s": round(sum(tokens) / wall, 1),
+            "concurrent_wall_s": round(wall, 2), "long_prompt_tokens": r.json()["usage"]["prompt_tokens"],
+            "long_prompt_s": round(long_s, 2)}
 
 
 def start(model: str, dtype: str, eager: bool, env: dict[str, str], log: Path,
@@ -88,21 +99,31 @@ def run_mode(model: str, mode: str, isa_env: dict[str, str], args) -> dict:
     lora = "lora" in extra
     multiproc = "mp" in extra  # vLLM's own CPU default: the model worker in a process of its own
     spawn = "spawn" in extra  # vLLM-CPU's start method for the engine core: a fresh interpreter, not a fork
+    busy = "busy" in extra  # measured beside a process that keeps one core busy
+    one_core = "1core" in extra
     row: dict = {"mode": mode, "dtype": dtype, "eager": eager, "lora": lora, "worker_process": multiproc,
-                 "engine_core_start": "spawn" if spawn or multiproc else "fork"}
+                 "engine_core_start": "spawn" if spawn or multiproc else "fork", "beside_busy_process": busy,
+                 "engine_cpus": "0" if one_core else "0-1"}
     lora_args = chat_adapters.serve_args({}, runtime=True) if lora else None
     with tempfile.TemporaryDirectory() as cache:
         env = {**isa_env, "VLLM_CACHE_ROOT": cache,  # compiled modes: a fresh compile cache, then a warm one
                **(chat_adapters.RUNTIME_LORA_ENV if lora else {}),
                **({"UCAI_VLLM_WORKER_PROCESS": "true"} if multiproc else {}),
-               **({"VLLM_WORKER_MULTIPROC_METHOD": "spawn"} if spawn else {})}
+               **({"VLLM_WORKER_MULTIPROC_METHOD": "spawn"} if spawn else {}),
+               **({"VLLM_CPU_OMP_THREADS_BIND": "0"} if one_core else {})}
         starts = []
         for attempt in range(1 if eager else 2):
             seconds, process, url = start(model, dtype, eager, env,
                                           args.logs / f"{mode.replace(':', '-')}-{attempt}.log", lora_args)
             starts.append(round(seconds, 1))
             if attempt == len(range(1 if eager else 2)) - 1:
-                row.update(asyncio.run(measure(url, args.concurrency, args.max_tokens)))
+                neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+                try:
+                    row.update(asyncio.run(measure(url, args.concurrency, args.max_tokens)))
+                finally:
+                    if neighbour is not None:
+                        neighbour.kill()
+                        neighbour.wait()
             stop(process)
     row["startup_s"] = starts[0]
     row["startup_warm_s"] = starts[-1]
@@ -126,10 +147,14 @@ def main() -> None:
     for r in rows:
         r["throughput_ratio"] = round(r["concurrent_tok_s"] / base["concurrent_tok_s"], 2)
         r["long_prompt_ratio"] = round(base["long_prompt_s"] / r["long_prompt_s"], 2)
-    print(f"{'mode':<22} {'start s':>8} {'warm s':>7} {'tok/s x16':>10} {'vs 1st':>7} {'630-tok s':>10} {'vs 1st':>7}")
     for r in rows:
-        print(f"{r['mode']:<22} {r['startup_s']:>8.1f} {r['startup_warm_s']:>7.1f} {r['concurrent_tok_s']:>10.1f} "
-              f"{r['throughput_ratio']:>6.2f}x {r['long_prompt_s']:>10.2f} {r['long_prompt_ratio']:>6.2f}x")
+        r["single_ratio"] = round(r["single_tok_s"] / base["single_tok_s"], 2)
+    print(f"{'mode':<26} {'start s':>8} {'warm s':>7} {'tok/s x1':>9} {'vs 1st':>7} {'tok/s x16':>10} {'vs 1st':>7} "
+          f"{'630-tok s':>10} {'vs 1st':>7}")
+    for r in rows:
+        print(f"{r['mode']:<26} {r['startup_s']:>8.1f} {r['startup_warm_s']:>7.1f} {r['single_tok_s']:>9.1f} "
+              f"{r['single_ratio']:>6.2f}x {r['concurrent_tok_s']:>10.1f} {r['throughput_ratio']:>6.2f}x "
+              f"{r['long_prompt_s']:>10.2f} {r['long_prompt_ratio']:>6.2f}x")
     flags = cpu_flags()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({

@@ -70,7 +70,10 @@ def vllm_url(model_path, logs, chat_root) -> str:
                          extra_args=chat_adapters.serve_args({}, runtime=True), env=chat_adapters.RUNTIME_LORA_ENV)
     train_log = logs / "chat-training.log"
     try:
-        train_sft(chat_root / "artifacts", chat_root / "data", "ethical", train_log)
+        # One core, not two: the engine computes on both while it starts, and two OpenMP teams on two cores stall
+        # each other at every barrier (README, "Two OpenMP teams on two cores"): 25-27 s for this fixture with one
+        # thread against 34-36 s with two, fp32 on 2 cores.
+        train_sft(chat_root / "artifacts", chat_root / "data", "ethical", train_log, threads=1)
         wait_http(f"{url}/models", process, 600, "vllm serve (LoRA)")
     except (RuntimeError, TimeoutError) as exc:
         stop(process)

@@ -39,14 +39,14 @@ def write_sft_dataset(out: Path, constitution: str) -> Path:
     return path
 
 
-def train_sft(artifacts: Path, data_dir: Path, constitution: str, log: Path, **env: str) -> None:
+def train_sft(artifacts: Path, data_dir: Path, constitution: str, log: Path, threads: int = 2, **env: str) -> None:
     """One real SFT run into `artifacts` (its `latest` pointer is set; with a chat engine named in env, the run
-    registers its adapter there when it finishes)."""
+    registers its adapter there when it finishes), computing on `threads` cores."""
     dataset = write_sft_dataset(data_dir / constitution, constitution)
     command = [sys.executable, "-m", "training", "sft", "--recipe", "smollm2-135m", "--constitution", constitution,
                "--dataset", str(dataset), "--max_steps", str(STEPS), "--learning_rate", LEARNING_RATE,
                "--max_length", "96", "--lora_dropout", "0.0"]
-    environment = {**os.environ, "UCAI_ARTIFACTS": str(artifacts), "OMP_NUM_THREADS": "2",
+    environment = {**os.environ, "UCAI_ARTIFACTS": str(artifacts), "OMP_NUM_THREADS": str(threads),
                    "TOKENIZERS_PARALLELISM": "false", **env}
     with open(log, "ab") as out:
         done = subprocess.run(command, env=environment, stdout=out, stderr=subprocess.STDOUT, timeout=900)
