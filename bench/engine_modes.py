@@ -147,7 +147,6 @@ def main() -> None:
     for r in rows:
         r["throughput_ratio"] = round(r["concurrent_tok_s"] / base["concurrent_tok_s"], 2)
         r["long_prompt_ratio"] = round(base["long_prompt_s"] / r["long_prompt_s"], 2)
-    for r in rows:
         r["single_ratio"] = round(r["single_tok_s"] / base["single_tok_s"], 2)
     print(f"{'mode':<26} {'start s':>8} {'warm s':>7} {'tok/s x1':>9} {'vs 1st':>7} {'tok/s x16':>10} {'vs 1st':>7} "
           f"{'630-tok s':>10} {'vs 1st':>7}")
