@@ -78,14 +78,13 @@ def pytest_runtest_protocol(item, nextitem):
     # A process that ended during the test reaches pytest's children times with its whole life's CPU (the session
     # engine's, when the last test tears the session down): only what it used during this test is this test's.
     alive = {pid for pid, _ in cpu1}
-    before = sum(seconds for (pid, _), seconds in cpu0.items() if pid not in alive)
-    cpu["children (exited)"] = max(0.0, cpu.get("children (exited)", 0.0) - before)
+    used_before = sum(seconds for (pid, _), seconds in cpu0.items() if pid not in alive)
+    cpu["children (exited)"] = max(0.0, cpu.get("children (exited)", 0.0) - used_before)
     tokens: dict[str, float] = {}
     for port in ports1:
-        after = _engine_counters(port)
-        before = engines0.get(port) or dict.fromkeys(ENGINE_COUNTERS, 0.0)
-        for name, value in (after or {}).items():
-            tokens[name] = tokens.get(name, 0.0) + value - (before or {}).get(name, 0.0)
+        before = engines0.get(port) or {}  # an engine that started during the test counts from zero
+        for name, value in (_engine_counters(port) or {}).items():
+            tokens[name] = tokens.get(name, 0.0) + value - before.get(name, 0.0)
     _rows.append({"test": item.nodeid, "wall_s": round(wall, 3), "busy_cpu_s": round(busy1 - busy0, 2),
                   "idle_cpu_s": round(idle1 - idle0, 2), "cpu_s": {k: round(v, 2) for k, v in cpu.items() if v},
                   "engine": {k: int(v) for k, v in tokens.items()}})
