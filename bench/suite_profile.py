@@ -2,15 +2,16 @@
 kind of process (vLLM engines, pytest itself, workers, gateways, training runs, ...) and the engines' tokens (prompt,
 from the prefix cache, generated) — the figures issue 15 (the suite's time on a 2-core AVX2 CPU) is steered by.
 
-    python bench/suite_profile.py                      # the whole suite, as `make test` runs it
+    python bench/suite_profile.py                      # the whole suite, one test at a time
     python bench/suite_profile.py -- tests/test_batches.py -k kill
     UCAI_VLLM_DTYPE=float32 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python bench/suite_profile.py
                                                        # the AVX2 path's dtype and ISA on a newer CPU (approximate)
 
-Runs pytest with bench/suite_profile_plugin.py (OMP_NUM_THREADS=1, as `make test`), prints the totals, the files and
-the slowest tests, and writes bench/results/suite_profile.json (every test's row, and the machine). `--quick` profiles
-one fast test file (no model), to check the tool itself. Compare two versions of the code side by side in one window
-(a worktree each), not runs hours apart: whole-suite times drift with the machine.
+Runs pytest with bench/suite_profile_plugin.py (OMP_NUM_THREADS=1, as `make test`, but in one stream: `make test`'s
+two would charge each other's processes to their tests), prints the totals, the files and the slowest tests, and
+writes bench/results/suite_profile.json (every test's row, and the machine). `--quick` profiles one fast test file
+(no model), to check the tool itself. Compare two versions of the code side by side in one window (a worktree each),
+not runs hours apart: whole-suite times drift with the machine.
 """
 from __future__ import annotations
 

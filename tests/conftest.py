@@ -2,6 +2,7 @@
 bundled model, real worker and gateway processes, all on loopback ports picked at random."""
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 import uuid
@@ -27,6 +28,30 @@ from ucai.model_prepare import resolve_model_path
 from ucai.settings import ROLE_NAMES, get_settings
 
 SERVED_NAME = "smollm2"
+
+
+def pytest_configure(config) -> None:
+    """`make test` runs the suite as two streams (pytest-xdist, `-n 2 --dist loadscope`), each pinned to its own
+    share of the cores before anything computes: its processes (its engine, bound by `engine_cpus()`, its gateway,
+    workers and training runs) inherit the pin. Two streams sharing two cores would stall each other's OpenMP teams
+    at every barrier (README, "Two OpenMP teams on two cores"); one core each, an engine loses less than the other
+    stream gains (README, "The suite in two streams")."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker and count > 1:
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, cpus[int(worker.removeprefix("gw")) % count::count] or cpus)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """In two streams, the longest modules go first (marked `first`: the CI experiment), then those that run the real
+    model or train (`slow`), then the rest, so that neither stream is left with a long one at the end while the other
+    has finished. A stable sort by module: each module's own order is kept. (`make test` passes
+    `--no-loadscope-reorder`: xdist's own order puts the modules with the most tests first, and so the one-test
+    experiment last.)"""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        first = {item.path for item in items if item.get_closest_marker("first")}
+        slow = {item.path for item in items if item.get_closest_marker("slow")}
+        items.sort(key=lambda item: (item.path not in first, item.path not in slow))
 
 
 def tail(path: Path, lines: int = 40) -> str:

@@ -23,7 +23,7 @@ from ucai.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "ci.yaml"
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.first]  # minutes: `make test` starts it before the rest
 
 
 def _wait_for(log: Path, text: str, process: subprocess.Popen, timeout_s: float) -> None:

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from services.runtime import vllm_launcher
+from services.runtime.local_stack import engine_cpus
 from services.runtime.vllm_launcher import bound_cpus, with_worker_in_engine
 from tests.conftest import SERVED_NAME, launcher_processes
 from ucai.settings import get_settings
@@ -87,8 +88,11 @@ def test_the_engine_is_two_processes_not_three(vllm_url):
     rollup = dict(line.split(":", 1) for line in Path(f"/proc/{core_pid}/smaps_rollup").read_text().splitlines()[1:])
     shared_dirty_mib = int(rollup["Shared_Dirty"].split()[0]) / 1024
     assert shared_dirty_mib > 64, f"the engine core shares {shared_dirty_mib:.0f} MiB of written pages: spawned?"
-    # ... and computes on more than one core, whatever OMP_NUM_THREADS the suite runs with (1): its CPU time under a
-    # prefill-heavy load outgrows the wall time. (Its /proc environ can't tell: vLLM's process title overwrites it.)
+    # ... and computes on every core it is bound to, whatever OMP_NUM_THREADS the suite runs with (1): its CPU time
+    # under a prefill-heavy load is 0.65 x its cores' count or more of the wall time, i.e. above 1.3 for an engine on
+    # two cores (one stream of `make test`'s two is pinned to one core, and so is its engine). Its /proc environ can't
+    # tell: vLLM's process title overwrites it.
+    cores = len(bound_cpus(os.environ.get("VLLM_CPU_OMP_THREADS_BIND") or engine_cpus()))
     core = psutil.Process(core_pid)
 
     def cpu_s() -> float:
@@ -98,7 +102,7 @@ def test_the_engine_is_two_processes_not_three(vllm_url):
     before, started = cpu_s(), time.monotonic()
     assert asyncio.run(_seeded_requests(vllm_url, 8)) == [200] * 8
     ratio = (cpu_s() - before) / (time.monotonic() - started)
-    assert ratio > 1.3, f"the engine core used {ratio:.2f} cores"
+    assert ratio > 0.65 * cores, f"the engine core used {ratio:.2f} of its {cores} cores"
 
 
 

@@ -39,13 +39,16 @@ def write_sft_dataset(out: Path, constitution: str) -> Path:
     return path
 
 
-def train_sft(artifacts: Path, data_dir: Path, constitution: str, log: Path, threads: int = 2, **env: str) -> None:
+def train_sft(artifacts: Path, data_dir: Path, constitution: str, log: Path, threads: int | None = None,
+              **env: str) -> None:
     """One real SFT run into `artifacts` (its `latest` pointer is set; with a chat engine named in env, the run
-    registers its adapter there when it finishes), computing on `threads` cores."""
+    registers its adapter there when it finishes), computing on `threads` cores (default: every core this process
+    may run on — both on a plain 2-core machine, one in a stream of `make test`)."""
     dataset = write_sft_dataset(data_dir / constitution, constitution)
     command = [sys.executable, "-m", "training", "sft", "--recipe", "smollm2-135m", "--constitution", constitution,
                "--dataset", str(dataset), "--max_steps", str(STEPS), "--learning_rate", LEARNING_RATE,
                "--max_length", "96", "--lora_dropout", "0.0"]
+    threads = threads or len(os.sched_getaffinity(0))
     environment = {**os.environ, "UCAI_ARTIFACTS": str(artifacts), "OMP_NUM_THREADS": str(threads),
                    "TOKENIZERS_PARALLELISM": "false", **env}
     with open(log, "ab") as out:

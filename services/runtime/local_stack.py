@@ -40,11 +40,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def vllm_env(dtype: EngineDtype, threads: str = "0-1") -> dict[str, str]:
+def engine_cpus(most: int = 2) -> str:
+    """VLLM_CPU_OMP_THREADS_BIND for an engine: the first `most` CPUs this process may run on ("0-1" on a plain
+    2-core machine). From the affinity, not "0-1" as such: under `taskset` (or one test stream of `make test`, pinned
+    to its own core) an engine bound outside it would compute on a core another process was given."""
+    cpus = sorted(os.sched_getaffinity(0))[:most]
+    if cpus == list(range(cpus[0], cpus[-1] + 1)):
+        return f"{cpus[0]}-{cpus[-1]}" if len(cpus) > 1 else str(cpus[0])
+    return ",".join(map(str, cpus))
+
+
+def vllm_env(dtype: EngineDtype, threads: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     # GiB; unset, vLLM reserves ~90 % of RAM. Sized to the dtype: fp32 entries take twice the bytes.
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(dtype.kvcache_gib))
-    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", threads)
+    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", threads or engine_cpus())
     env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     return env
 
