@@ -34,8 +34,8 @@ up: install
 	$(VENV)/bin/ucai model prepare
 	$(VENV)/bin/ucai up
 
-# Two streams (pytest-xdist), each pinned to its own core with its own engine (tests/conftest.py): 14:08 against
-# 19:17 one test at a time on 2 cores (README, "The suite in two streams").
+# Two streams (pytest-xdist), each pinned to its own core with its own engine (tests/conftest.py): 13:35 against
+# 17:37 in one stream on 2 cores (README, "The suite in two streams").
 test: install chromium
 	$(VENV)/bin/ucai model prepare
 	OMP_NUM_THREADS=1 $(PY) -m pytest -ra --durations=15 -n 2 --dist loadscope --no-loadscope-reorder
