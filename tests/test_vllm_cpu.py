@@ -10,9 +10,10 @@ import httpx
 import pytest
 
 from services.runtime import vllm_launcher
-from services.runtime.local_stack import engine_cpus
+from services.runtime.local_stack import vllm_env
 from services.runtime.vllm_launcher import bound_cpus, with_worker_in_engine
 from tests.conftest import SERVED_NAME, launcher_processes
+from ucai.engine_dtype import engine_dtype
 from ucai.settings import get_settings
 
 pytestmark = pytest.mark.slow
@@ -71,6 +72,20 @@ def test_launcher_keeps_the_model_worker_in_the_engine_process_unless_told(monke
         get_settings.cache_clear()
 
 
+def test_the_local_stack_binds_its_engine_to_cpus_this_process_may_run_on(monkeypatch):
+    """`0-1` on a plain machine; under `taskset` (or one of `make test`'s pinned streams) the CPUs it was given."""
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    allowed = sorted(os.sched_getaffinity(0))
+    try:
+        assert bound_cpus(vllm_env(engine_dtype())["VLLM_CPU_OMP_THREADS_BIND"]) == allowed[:2]
+        os.sched_setaffinity(0, {allowed[-1]})
+        assert vllm_env(engine_dtype())["VLLM_CPU_OMP_THREADS_BIND"] == str(allowed[-1])
+        monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0")  # a bind you set still wins
+        assert vllm_env(engine_dtype())["VLLM_CPU_OMP_THREADS_BIND"] == "0"
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
 def test_the_engine_is_two_processes_not_three(vllm_url):
     """The session's real `vllm serve`: API server -> engine core, and no model-worker process under the core (the
     `uni` executor; each process that starts imports vLLM first, so that one cost a third of the start-up)."""
@@ -92,7 +107,7 @@ def test_the_engine_is_two_processes_not_three(vllm_url):
     # under a prefill-heavy load is 0.65 x its cores' count or more of the wall time, i.e. above 1.3 for an engine on
     # two cores (one stream of `make test`'s two is pinned to one core, and so is its engine). Its /proc environ can't
     # tell: vLLM's process title overwrites it.
-    cores = len(bound_cpus(os.environ.get("VLLM_CPU_OMP_THREADS_BIND") or engine_cpus()))
+    cores = len(bound_cpus(vllm_env(engine_dtype())["VLLM_CPU_OMP_THREADS_BIND"]))  # as the fixture started it
     core = psutil.Process(core_pid)
 
     def cpu_s() -> float:

@@ -50,11 +50,11 @@ def engine_cpus(most: int = 2) -> str:
     return ",".join(map(str, cpus))
 
 
-def vllm_env(dtype: EngineDtype, threads: str | None = None) -> dict[str, str]:
+def vllm_env(dtype: EngineDtype) -> dict[str, str]:
     env = dict(os.environ)
     # GiB; unset, vLLM reserves ~90 % of RAM. Sized to the dtype: fp32 entries take twice the bytes.
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(dtype.kvcache_gib))
-    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", threads or engine_cpus())
+    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", engine_cpus())
     env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     return env
 
