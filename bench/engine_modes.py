@@ -43,7 +43,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.runtime.local_stack import free_port, start_vllm, stop, wait_http  # noqa: E402
+from services.runtime.local_stack import engine_cpus, free_port, start_vllm, stop, wait_http  # noqa: E402
 from ucai import chat_adapters  # noqa: E402
 from ucai.engine_dtype import EngineDtype, cpu_flags  # noqa: E402
 from ucai.model_prepare import resolve_model_path  # noqa: E402
@@ -101,16 +101,17 @@ def run_mode(model: str, mode: str, isa_env: dict[str, str], args) -> dict:
     spawn = "spawn" in extra  # vLLM-CPU's start method for the engine core: a fresh interpreter, not a fork
     busy = "busy" in extra  # measured beside a process that keeps one core busy
     one_core = "1core" in extra
+    cpus = "0" if one_core else engine_cpus()  # otherwise the local stack's own bind, as start_vllm gives it
     row: dict = {"mode": mode, "dtype": dtype, "eager": eager, "lora": lora, "worker_process": multiproc,
                  "engine_core_start": "spawn" if spawn or multiproc else "fork", "beside_busy_process": busy,
-                 "engine_cpus": "0" if one_core else "0-1"}
+                 "engine_cpus": cpus}
     lora_args = chat_adapters.serve_args({}, runtime=True) if lora else None
     with tempfile.TemporaryDirectory() as cache:
         env = {**isa_env, "VLLM_CACHE_ROOT": cache,  # compiled modes: a fresh compile cache, then a warm one
                **(chat_adapters.RUNTIME_LORA_ENV if lora else {}),
                **({"UCAI_VLLM_WORKER_PROCESS": "true"} if multiproc else {}),
                **({"VLLM_WORKER_MULTIPROC_METHOD": "spawn"} if spawn else {}),
-               **({"VLLM_CPU_OMP_THREADS_BIND": "0"} if one_core else {})}
+               **({"VLLM_CPU_OMP_THREADS_BIND": cpus} if one_core else {})}
         starts = []
         for attempt in range(1 if eager else 2):
             seconds, process, url = start(model, dtype, eager, env,
