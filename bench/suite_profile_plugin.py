@@ -31,9 +31,11 @@ def _kind(args: str, name: str) -> str:
     return next((kind for kind, marks in KINDS if any(m in text for m in marks)), "other")
 
 
-def _processes() -> tuple[dict[tuple[int, str], float], set[str]]:
-    """One pass over the processes: CPU seconds by (pid, kind), and the ports of the local vLLM engines."""
+def _processes() -> tuple[dict[tuple[int, str], float], set[str], set[int]]:
+    """One pass over the processes: CPU seconds by (pid, kind), the ports of the local vLLM engines, and the pids
+    of this process's descendants (only those can reach its children times)."""
     me, cpu, ports = os.getpid(), {}, set()
+    descendants = {child.pid for child in psutil.Process(me).children(recursive=True)}
     for process in psutil.process_iter(["cmdline", "name", "cpu_times"]):
         times, args = process.info["cpu_times"], process.info["cmdline"] or []
         if times is None:
@@ -45,7 +47,7 @@ def _processes() -> tuple[dict[tuple[int, str], float], set[str]]:
         cpu[(process.pid, _kind(" ".join(args), process.info["name"] or ""))] = times.user + times.system
         if any("vllm_launcher" in a for a in args) and "--port" in args:
             ports.add(args[args.index("--port") + 1])
-    return cpu, ports
+    return cpu, ports, descendants
 
 
 def _engine_counters(port: str) -> dict[str, float] | None:
@@ -68,17 +70,19 @@ def _machine_ticks() -> tuple[float, float]:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    start, (busy0, idle0), (cpu0, ports0) = time.monotonic(), _machine_ticks(), _processes()
+    start, (busy0, idle0), (cpu0, ports0, mine) = time.monotonic(), _machine_ticks(), _processes()
     engines0 = {port: _engine_counters(port) for port in ports0}
     yield
-    wall, (busy1, idle1), (cpu1, ports1) = time.monotonic() - start, _machine_ticks(), _processes()
+    wall, (busy1, idle1), (cpu1, ports1, _) = time.monotonic() - start, _machine_ticks(), _processes()
     cpu: dict[str, float] = {}
     for (pid, kind), seconds in cpu1.items():  # a process alive at the end; one that died is not counted here
         cpu[kind] = cpu.get(kind, 0.0) + seconds - cpu0.get((pid, kind), 0.0)
     # A process that ended during the test reaches pytest's children times with its whole life's CPU (the session
-    # engine's, when the last test tears the session down): only what it used during this test is this test's.
+    # engine's, when the last test tears the session down): only what it used during this test is this test's. Only
+    # this pytest's own descendants: another process that ended (another pytest's, in `make test`'s two streams)
+    # never reaches these children times, and subtracting it hid a whole subprocess's CPU.
     alive = {pid for pid, _ in cpu1}
-    used_before = sum(seconds for (pid, _), seconds in cpu0.items() if pid not in alive)
+    used_before = sum(seconds for (pid, _), seconds in cpu0.items() if pid in mine and pid not in alive)
     cpu["children (exited)"] = max(0.0, cpu.get("children (exited)", 0.0) - used_before)
     tokens: dict[str, float] = {}
     for port in ports1:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -121,3 +124,38 @@ def test_suite_profile_charges_a_process_to_the_tests_it_ran_in(tmp_path):
     rows = {row["test"].split("::")[1]: row["cpu_s"] for row in json.loads(out.read_text())["tests"]}
     assert rows["test_start"].get("other", 0) > 0.8
     assert rows["test_stop"].get("children (exited)", 0) < 0.3, rows
+
+
+STRANGER_ENDS = '''
+import os, signal, subprocess, sys
+def test_a_stranger_ends_while_a_child_works():
+    os.kill(int(os.environ["STRANGER_PID"]), signal.SIGKILL)
+    subprocess.run([sys.executable, "-c", "import time\\nt = time.process_time()\\n"
+                    "while time.process_time() - t < 0.5: pass"], check=True)
+'''
+
+
+def test_suite_profile_charges_only_its_own_children(tmp_path):
+    """A process that is not the profiled pytest's (the other stream's, in `make test`) and ends during a test: its
+    CPU second never reached this pytest's children times, so it must not offset the half second the test's own
+    subprocess used (it did: the profile then showed no children CPU at all for that test)."""
+    import psutil  # vLLM's own dependency
+
+    stranger = subprocess.Popen([sys.executable, "-c", "import time\nt = time.process_time()\n"
+                                 "while time.process_time() - t < 1.0: pass\ntime.sleep(300)"])
+    try:
+        deadline = time.monotonic() + 60
+        while sum(psutil.Process(stranger.pid).cpu_times()[:2]) < 0.95 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        threading.Thread(target=stranger.wait, daemon=True).start()  # reaped at once: gone, not a zombie
+        (tmp_path / "test_stranger.py").write_text(STRANGER_ENDS)
+        out = tmp_path / "profile.json"
+        done = subprocess.run([sys.executable, str(ROOT / "bench" / "suite_profile.py"), "--out", str(out), "--",
+                               str(tmp_path / "test_stranger.py")], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "STRANGER_PID": str(stranger.pid)})
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        [row] = json.loads(out.read_text())["tests"]
+        assert 0.4 < row["cpu_s"].get("children (exited)", 0) < 0.9, row
+    finally:
+        stranger.kill()
+        stranger.wait()
