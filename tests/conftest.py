@@ -42,16 +42,24 @@ def pytest_configure(config) -> None:
         os.sched_setaffinity(0, cpus[int(worker.removeprefix("gw")) % count::count] or cpus)
 
 
+# The order of modules in two streams, by their tests' markers (a module ranks by its highest-ranked test).
+MODULE_ORDER = (("first",), ("slow",), ("integration", "contract", "browser"))
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """In two streams, the longest modules go first (marked `first`: the CI experiment), then those that run the real
-    model or train (`slow`), then the rest, so that neither stream is left with a long one at the end while the other
-    has finished. A stable sort by module: each module's own order is kept. (`make test` passes
+    model or train (`slow`), then those that start processes (`integration`, `contract`, `browser`: seconds to half
+    a minute each), then the unit tests (milliseconds), so that neither stream is left with a long one at the end
+    while the other has finished. A stable sort by module: each module's own order is kept. (`make test` passes
     `--no-loadscope-reorder`: xdist's own order puts the modules with the most tests first, and so the one-test
     experiment last.)"""
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        first = {item.path for item in items if item.get_closest_marker("first")}
-        slow = {item.path for item in items if item.get_closest_marker("slow")}
-        items.sort(key=lambda item: (item.path not in first, item.path not in slow))
+        ranks = {}
+        for item in items:
+            rank = next((n for n, marks in enumerate(MODULE_ORDER) if any(item.get_closest_marker(m) for m in marks)),
+                        len(MODULE_ORDER))
+            ranks[item.path] = min(rank, ranks.get(item.path, rank))
+        items.sort(key=lambda item: ranks[item.path])
 
 
 def tail(path: Path, lines: int = 40) -> str:

@@ -68,6 +68,7 @@ def test_percentile_and_table():
     assert text.splitlines()[0].split() == ["a", "b"] and "1.23" in text and "12.0" in text
 
 
+@pytest.mark.contract
 def test_gateway_quick_against_the_test_server(tmp_path):
     out = tmp_path / "gateway.json"
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "gateway.py"), "--quick", "--url", "",

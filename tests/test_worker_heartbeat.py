@@ -16,6 +16,8 @@ import redis
 
 from services.runtime.local_stack import service_env, start_worker, stop
 
+pytestmark = pytest.mark.integration  # real redis-server and worker processes, and heartbeat timers: half a minute
+
 # The key then lives 6 s: long enough that a `--check` process starting slowly on a loaded 2-core machine still
 # finds a killed worker's key (and so tells "its process has exited" from "no heartbeat").
 BEAT_S = 2.0
