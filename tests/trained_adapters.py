@@ -10,8 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 PROMPTS = [
@@ -61,18 +59,6 @@ def train_sft(artifacts: Path, data_dir: Path, constitution: str, log: Path, thr
         raise RuntimeError(f"training sft for {constitution} failed (exit {done.returncode}); see {log}")
 
 
-@contextmanager
-def exclusive(lock: Path) -> Iterator[None]:
-    """One process at a time (an flock on `lock`): `make test`'s two streams are two pytest processes."""
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def session_sft(shared: Path, artifacts: Path, data_dir: Path, constitution: str, log: Path, **train: object) -> bool:
     """The session's `{constitution}-sft` adapter in `artifacts`: trained there (`train_sft(..., **train)`) by the
     first stream of `make test` that asks, which then publishes a copy in `shared` (a folder every stream sees); a
@@ -80,7 +66,9 @@ def session_sft(shared: Path, artifacts: Path, data_dir: Path, constitution: str
     its core the same half minute). True when this call trained it: a copied run was never registered with an
     engine (the caller loads it, as `POST /admin/adapters/reload` would)."""
     published = shared / constitution
-    with exclusive(shared / f"{constitution}.lock"):
+    shared.mkdir(parents=True, exist_ok=True)
+    with open(shared / f"{constitution}.lock", "a") as lock:  # one stream at a time; closing it releases the lock
+        fcntl.flock(lock, fcntl.LOCK_EX)
         if not published.is_dir():
             train_sft(artifacts, data_dir, constitution, log, **train)
             staging = shared / f"{constitution}.partial"
