@@ -172,6 +172,13 @@ def test_recipe_parses_into_config(recipe):
     assert cfg.padding_token and cfg.padding_token != "<|im_end|>"
 
 
+@pytest.mark.parametrize("stage", ["sft", "reward", "ppo", "rloo", "grpo", "dpo"])
+def test_cpu_recipes_train_without_gradient_checkpointing(stage):
+    """TRL's configs turn gradient checkpointing on. At 135M parameters recomputing the activations costs about a
+    third of every CPU step to save half a GiB (bench/checkpointing.py), so the bundled model's recipes turn it off."""
+    assert load_config(stage, RECIPES_DIR / "smollm2-135m" / f"{stage}.yaml", {}).gradient_checkpointing is False
+
+
 def test_stage_table_is_consistent():
     """Every stage: a config class with the shared model/data fields (trl.ModelConfig's included), a CPU recipe,
     required columns, a default input and a headline metric; the RL stages also take the RL inputs."""
@@ -318,6 +325,7 @@ def test_sft_writes_adapter(sft_run):
     run_dir = check_run(sft_run, "sft")
     losses = finite_losses(run_dir)
     assert len(losses) == 3 and sft_run["metrics"]["global_step"] == 3
+    assert json.loads((run_dir / "manifest.json").read_text())["config"]["gradient_checkpointing"] is False
     adapter = run_dir / "adapter"
     assert lora_b_max(adapter) > 0
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(MODEL)), str(adapter))
