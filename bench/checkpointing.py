@@ -18,7 +18,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import ROOT, bench_prompts, print_table, write_results  # noqa: E402
-from bench.training import install_step_timer, make_data, make_reward_model  # noqa: E402
+from bench.training import install_step_timer, make_data, make_reward_model, run_child  # noqa: E402
 
 STAGES = ("sft", "reward", "dpo", "grpo")
 
@@ -53,20 +52,6 @@ def child(stage: str, workdir: Path, steps: int, checkpointing: str) -> None:
     RUNNERS[stage].run(argv)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps({"times": times, "peak_mib": peak_mib}), flush=True)
-
-
-def run_child(stage: str, checkpointing: str, workdir: Path, steps: int, logs: Path, threads: int) -> dict:
-    env = {**os.environ, "UCAI_ARTIFACTS": str(workdir / "artifacts"), "UCAI_CHAT_ADAPTERS": "none",
-           "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
-    log = logs / f"checkpointing-{stage}-{checkpointing}.log"
-    with log.open("w") as fh:
-        done = subprocess.run([sys.executable, __file__, "--child", f"{stage}:{checkpointing}", "--workdir",
-                               str(workdir), "--steps", str(steps)], env=env, stdout=subprocess.PIPE, stderr=fh,
-                              text=True, cwd=ROOT)
-    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"{stage} checkpointing={checkpointing} failed (exit {done.returncode}); see {log}")
-    return json.loads(line.removeprefix("RESULT "))
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -102,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict | None:
             row: dict = {"stage": stage, "steps": args.steps}
             order = ("true", "false") if i % 2 == 0 else ("false", "true")  # alternated: neither always goes first
             for checkpointing in order:
-                result = run_child(stage, checkpointing, workdir, args.steps, args.logs, args.threads)
+                result = run_child(__file__, f"{stage}:{checkpointing}", workdir, args.steps,
+                                   args.logs / f"checkpointing-{stage}-{checkpointing}.log", args.threads)
                 side = "on" if checkpointing == "true" else "off"
                 row[f"{side}_s_per_step"] = round(statistics.median(result["times"][2:] or result["times"]), 3)
                 row[f"{side}_peak_mib"] = round(result["peak_mib"])

@@ -153,21 +153,21 @@ def child(args: argparse.Namespace) -> None:
         plain(stage, data, args.steps, workdir / f"plain-{stage}")
     else:
         project(stage, data, args.steps, workdir)
-    print("STEP_TIMES " + json.dumps(times), flush=True)
+    print("RESULT " + json.dumps({"times": times}), flush=True)
 
 
-def run_child(side: str, stage: str, workdir: Path, steps: int, logs: Path, threads: int) -> list[float]:
+def run_child(script: str, child: str, workdir: Path, steps: int, log: Path, threads: int) -> dict:
+    """`script --child <child>` in a process of its own (log: its stderr); returns the dict it printed as RESULT."""
     env = {**os.environ, "UCAI_ARTIFACTS": str(workdir / "artifacts"), "UCAI_CHAT_ADAPTERS": "none",
            "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
-    log = logs / f"training-{side}-{stage}.log"
     with log.open("w") as fh:
-        done = subprocess.run([sys.executable, __file__, "--child", f"{side}:{stage}", "--workdir", str(workdir),
+        done = subprocess.run([sys.executable, script, "--child", child, "--workdir", str(workdir),
                                "--steps", str(steps)], env=env, stdout=subprocess.PIPE, stderr=fh, text=True,
                               cwd=ROOT)
-    line = next((x for x in done.stdout.splitlines() if x.startswith("STEP_TIMES ")), None)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
     if done.returncode != 0 or line is None:
-        raise RuntimeError(f"{side} {stage} failed (exit {done.returncode}); see {log}")
-    return json.loads(line.removeprefix("STEP_TIMES "))
+        raise RuntimeError(f"{child} failed (exit {done.returncode}); see {log}")
+    return json.loads(line.removeprefix("RESULT "))
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         for stage in stages:
             row: dict = {"stage": stage, "steps": args.steps}
             for side in ("plain", "project"):
-                times = run_child(side, stage, workdir, args.steps, args.logs, args.threads)
+                times = run_child(__file__, f"{side}:{stage}", workdir, args.steps,
+                                  args.logs / f"training-{side}-{stage}.log", args.threads)["times"]
                 steady = times[2:] or times
                 row[f"{side}_s_per_step"] = round(statistics.median(steady), 3)
                 print(f"  {stage} {side}: {row[f'{side}_s_per_step']} s/step ({len(times)} steps)", flush=True)
