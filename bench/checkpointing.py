@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import ROOT, bench_prompts, print_table, write_results  # noqa: E402
-from bench.training import install_step_timer, make_data, make_reward_model, run_child  # noqa: E402
+from bench.training import install_step_timer, make_data, make_reward_model, project, run_child  # noqa: E402
 
 STAGES = ("sft", "reward", "dpo", "grpo")
 
@@ -39,17 +39,10 @@ def make_preferences(path: Path, rows: int) -> Path:
 
 
 def child(stage: str, workdir: Path, steps: int, checkpointing: str) -> None:
-    from training.stages import STAGES as RUNNERS
-    from ucai.model_prepare import resolve_model_path
-
     times: list[float] = []
     install_step_timer(times)
     dataset = {"sft": "sft.jsonl", "grpo": "prompts.jsonl"}.get(stage, "preferences.jsonl")
-    argv = ["--constitution", "bench", "--dataset", str(workdir / dataset), "--max_steps", str(steps),
-            "--gradient_checkpointing", checkpointing]
-    if stage == "grpo":
-        argv += ["--sft_model_path", resolve_model_path(), "--reward_model_path", str(workdir / "reward-model")]
-    RUNNERS[stage].run(argv)
+    project(stage, workdir / dataset, workdir / "reward-model", steps, ("--gradient_checkpointing", checkpointing))
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps({"times": times, "peak_mib": peak_mib}), flush=True)
 

@@ -132,14 +132,14 @@ def plain(stage: str, data: dict[str, Path], steps: int, out: Path) -> None:
                 processing_class=tok, reward_processing_classes=reward_tok, peft_config=lora).train()
 
 
-def project(stage: str, data: dict[str, Path], steps: int, workdir: Path) -> None:
+def project(stage: str, dataset: Path, reward_model: Path, steps: int, extra: tuple[str, ...] = ()) -> None:
+    """`ucai train <stage>` in this process; an RL stage starts from the base model and the given reward model."""
     from training.stages import STAGES
     from ucai.model_prepare import resolve_model_path
 
-    argv = ["--constitution", "bench", "--dataset", str(data["sft" if stage == "sft" else "prompts"]),
-            "--max_steps", str(steps)]
-    if stage != "sft":
-        argv += ["--sft_model_path", resolve_model_path(), "--reward_model_path", str(data["reward"])]
+    argv = ["--constitution", "bench", "--dataset", str(dataset), "--max_steps", str(steps), *extra]
+    if STAGES[stage].rl:
+        argv += ["--sft_model_path", resolve_model_path(), "--reward_model_path", str(reward_model)]
     STAGES[stage].run(argv)
 
 
@@ -152,7 +152,7 @@ def child(args: argparse.Namespace) -> None:
     if side == "plain":
         plain(stage, data, args.steps, workdir / f"plain-{stage}")
     else:
-        project(stage, data, args.steps, workdir)
+        project(stage, data["sft" if stage == "sft" else "prompts"], data["reward"], args.steps)
     print("RESULT " + json.dumps({"times": times}), flush=True)
 
 

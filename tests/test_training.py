@@ -172,10 +172,11 @@ def test_recipe_parses_into_config(recipe):
     assert cfg.padding_token and cfg.padding_token != "<|im_end|>"
 
 
-@pytest.mark.parametrize("stage", ["sft", "reward", "ppo", "rloo", "grpo", "dpo"])
+@pytest.mark.parametrize("stage", list(STAGES))
 def test_cpu_recipes_train_without_gradient_checkpointing(stage):
     """TRL's configs turn gradient checkpointing on. At 135M parameters recomputing the activations costs about a
-    third of every CPU step to save half a GiB (bench/checkpointing.py), so the bundled model's recipes turn it off."""
+    quarter of every CPU step to save 0.3-0.5 GiB (bench/checkpointing.py), so the bundled model's recipes turn it
+    off."""
     assert load_config(stage, RECIPES_DIR / "smollm2-135m" / f"{stage}.yaml", {}).gradient_checkpointing is False
 
 
