@@ -77,6 +77,7 @@ def test_ci_experiment_resumes_after_a_kill_and_then_skips_everything(chat_stack
         assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
         for skipped in ("prompts", "categorise", "split"):
             assert f"{skipped}: done earlier for these inputs — skipped" in second.stdout
+        assert "training stages start warm" in second.stdout  # forked from training/warm_start.py's server
         assert {r.stage for r in store.all()} == set(steps)
     finally:
         stack.close()

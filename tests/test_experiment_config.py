@@ -452,7 +452,7 @@ def _scheduled(tmp_path, parallel: dict, fail: str | None = None) -> tuple[list,
     from ucai.experiment.runner import ExperimentRunner, Step
     from ucai.layout import Layout
 
-    cfg = ExperimentConfig.model_validate({"name": "sched", "parallel": parallel})
+    cfg = ExperimentConfig.model_validate({"name": "sched", "parallel": parallel, "train": {"warm_start": False}})
     runner = ExperimentRunner(cfg, layout=Layout(tmp_path / "d", tmp_path / "a", tmp_path / "c"))
     events, lock = [], threading.Lock()
 

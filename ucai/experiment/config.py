@@ -102,6 +102,9 @@ class DPOConfig(StageOverrides):
 
 class TrainConfig(_Strict):
     recipe: str = Field("smollm2-135m", description="training/recipes/<recipe>/<stage>.yaml, or a folder path.")
+    warm_start: bool = Field(True, description="Fork each training stage from a process that has imported torch, "
+                             "transformers, PEFT and TRL once (training/warm_start.py) instead of starting it cold: "
+                             "seconds less per stage on a CPU. On a GPU machine stages start cold.")
     sft: StageOverrides = StageOverrides()
     reward: StageOverrides = StageOverrides()
     rl: RLConfig = RLConfig()

@@ -1,7 +1,8 @@
 """`ucai experiment run`: the whole experiment, stage by stage, skipping every stage already done for its inputs.
 
 Generation and judging go through the gateway as batches (so they scale with the workers and resume after a crash);
-training runs `python -m training STAGE` as a child process (its memory is freed when it ends). The stack is needed
+training runs `python -m training STAGE` as a child process (its memory is freed when it ends), forked from a
+process that has imported torch and TRL once (`train.warm_start`, training/warm_start.py). The stack is needed
 only by the stages that call models, and only reached (or, with `start_stack`, started) when one of them runs: a rerun
 with nothing to do never touches a model.
 """
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from rich.console import Console
@@ -34,9 +35,14 @@ from ucai.experiment.state import StageRecord, StageStore, file_sha256, stage_ke
 from ucai.layout import Layout
 from ucai.settings import ROLE_NAMES, get_settings
 
+if TYPE_CHECKING:
+    from training.warm_start import WarmStarter
+
 # Stage kinds in pipeline order; `--from KIND` redoes every stage of that kind and after.
 KINDS = ("prompts", "categorise", "split", "sft-data", "sft", "prefs-data", "reward", "rl", "dpo", "eval", "report")
 RL_ALGOS = ("ppo", "rloo", "grpo")
+# The warm-start server starts with the first of these that runs: it imports while the data is generated.
+WARM_FROM = ("sft-data", "prefs-data", "sft", "reward", "rl", "dpo")
 
 
 class ExperimentError(RuntimeError):
@@ -88,6 +94,8 @@ class ExperimentRunner:
         self.store = StageStore(self.dir)
         self._stack: subprocess.Popen | None = None
         self._stack_ready = False
+        self._warm: WarmStarter | None = None
+        self._warm_said = False
         self.env = dict(os.environ)
         if self.force_from in RL_ALGOS:
             self.force_from = "rl"
@@ -172,6 +180,8 @@ class ExperimentRunner:
                     self.console.print(f"[bold]{label(step)}[/] …")
                     if step.needs_stack:
                         self._ensure_stack()
+                    if self.cfg.train.warm_start and self._warm is None and step.kind in WARM_FROM:
+                        self._start_warm()
                     log = self._log(step.id) if _is_training(step) else None
                     running[step.id] = _Running(step, key, time.monotonic(), log)
                     threading.Thread(target=self._run_step, args=(step, finished), daemon=True,
@@ -210,6 +220,9 @@ class ExperimentRunner:
             if status is not None:
                 status.stop()
             self._stop_stack()
+            if self._warm is not None:
+                self._warm.close()
+                self._warm = None
             self._print_summary(summary, time.monotonic() - started)
         return self.report_dir()
 
@@ -297,6 +310,15 @@ class ExperimentRunner:
                 pass
             time.sleep(1)
         raise ExperimentError(f"the local stack did not get ready in 30 min; see {logs / 'stack.log'}")
+
+    def _start_warm(self) -> None:
+        """The warm-start server, started in this (the main) thread so that it dies with the run, as its first data
+        stage starts: it imports while the data is generated."""
+        from training.warm_start import WarmStarter
+
+        log = self._log("warm-start")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self._warm = WarmStarter(self.env, log)
 
     def _stop_stack(self) -> None:
         if self._stack is not None:
@@ -386,14 +408,14 @@ class ExperimentRunner:
                      "--reward_model_path", self.store.get(f"{constitution}.reward").outputs["run"]]
         check_no_leak([record_text(r) for r in self.heldout()], [dataset])
         run_id = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{os.getpid() % 10000:04d}"
-        command = [sys.executable, "-m", "training", stage, "--recipe", str(cfg.recipe_file(stage)),
-                   "--constitution", constitution, "--dataset", str(dataset), "--run_id", run_id, *extra]
+        argv = [stage, "--recipe", str(cfg.recipe_file(stage)), "--constitution", constitution, "--dataset",
+                str(dataset), "--run_id", run_id, *extra]
         if cfg.model:
-            command += ["--model_name_or_path", cfg.model]
+            argv += ["--model_name_or_path", cfg.model]
         for name, value in cfg.overrides(stage).items():
-            command += [f"--{name}", value if isinstance(value, str) else json.dumps(value)]
+            argv += [f"--{name}", value if isinstance(value, str) else json.dumps(value)]
         log = self._log(f"{constitution}.{stage}")
-        self._run_logged(command, log)
+        self._run_training(argv, log)
         run_dir = (self.layout.stage_dir(constitution, stage) / run_id).resolve()
         manifest_path = run_dir / "manifest.json"
         if not manifest_path.is_file():
@@ -402,13 +424,40 @@ class ExperimentRunner:
         return run_id, {"run": str(run_dir)}, {"metrics": manifest.get("metrics", {}),
                                                 "wall_time_s": manifest.get("wall_time_s"), "log": str(log)}
 
-    def _run_logged(self, command: list[str], log: Path) -> None:
-        """Run a child process into `log` (the run's status line shows its latest line); raise if it fails."""
+    def _run_training(self, argv: list[str], log: Path) -> None:
+        """`python -m training ARGV` into `log` (the run's status line shows its latest line), forked warm where the
+        warm-start server is up, else as a new process; raise if it fails."""
         log.parent.mkdir(parents=True, exist_ok=True)
         env = self.env
         if self.cfg.parallel.training_stages > 1:  # an equal share of the cores each, so none spin-waits on another
             threads = max(1, len(os.sched_getaffinity(0)) // self.cfg.parallel.training_stages)
             env = {**env, "OMP_NUM_THREADS": str(threads)}
+        if self._warm is not None:
+            from training.warm_start import WarmStartUnavailable
+
+            try:
+                ready = self._warm.ready()
+                if not self._warm_said:
+                    self._warm_said = True
+                    self.console.print(f"[dim]training stages start warm: forked from a process that imported "
+                                       f"torch and TRL once ({ready.preload_s:.1f}s)[/]")
+                returncode = self._warm.run(argv, env, log)
+            except WarmStartUnavailable as exc:
+                if not self._warm_said:
+                    self._warm_said = True
+                    self.console.print(f"[yellow]training stages start cold: {exc}[/]")
+            else:
+                self._check_exit(log, returncode)
+                return
+        self._run_logged([sys.executable, "-m", "training", *argv], log, env)
+
+    def _check_exit(self, log: Path, returncode: int) -> None:
+        if returncode != 0:
+            raise ExperimentError(f"{log.stem} failed (exit {returncode}); last lines of {log}:\n"
+                                  + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
+
+    def _run_logged(self, command: list[str], log: Path, env: dict[str, str]) -> None:
+        """Run a child process into `log`; raise if it fails."""
         with open(log, "ab") as out:
             process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
                                        preexec_fn=_die_with_parent)
@@ -418,9 +467,7 @@ class ExperimentRunner:
                 process.terminate()
                 process.wait(30)
                 raise
-        if process.returncode != 0:
-            raise ExperimentError(f"{log.stem} failed (exit {process.returncode}); last lines of {log}:\n"
-                                  + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
+        self._check_exit(log, process.returncode)
 
     def _serve(self) -> list[str]:
         """This experiment's runs become the served `<constitution>-<stage>` adapters (its runs are `latest`)."""
