@@ -132,15 +132,23 @@ def plain(stage: str, data: dict[str, Path], steps: int, out: Path) -> None:
                 processing_class=tok, reward_processing_classes=reward_tok, peft_config=lora).train()
 
 
-def project(stage: str, dataset: Path, reward_model: Path, steps: int, extra: tuple[str, ...] = ()) -> None:
-    """`ucai train <stage>` in this process; an RL stage starts from the base model and the given reward model."""
+def project_argv(stage: str, dataset: Path, reward_model: Path, steps: int, extra: tuple[str, ...] = ()) -> list[str]:
+    """`ucai train <stage>`'s options (after the stage): an RL stage starts from the base model and the given reward
+    model."""
     from training.stages import STAGES
     from ucai.model_prepare import resolve_model_path
 
     argv = ["--constitution", "bench", "--dataset", str(dataset), "--max_steps", str(steps), *extra]
     if STAGES[stage].rl:
         argv += ["--sft_model_path", resolve_model_path(), "--reward_model_path", str(reward_model)]
-    STAGES[stage].run(argv)
+    return argv
+
+
+def project(stage: str, dataset: Path, reward_model: Path, steps: int, extra: tuple[str, ...] = ()) -> None:
+    """`ucai train <stage>` in this process."""
+    from training.stages import STAGES
+
+    STAGES[stage].run(project_argv(stage, dataset, reward_model, steps, extra))
 
 
 def child(args: argparse.Namespace) -> None:

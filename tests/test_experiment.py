@@ -23,7 +23,10 @@ from ucai.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "ci.yaml"
-pytestmark = [pytest.mark.slow, pytest.mark.first]  # minutes: `make test` starts it before the rest
+# Minutes: `make test` starts it before the rest. Its own timeout, twice the suite's 900 s: 3.8 min on one core of a
+# Zen 4 (fp32, AVX2-capped; setup included), and the AVX2-only Zen 3 measured ran the suite 2.4x slower, which would
+# put this test within 2x of 900 s (issue 15: no test that close to its timeout).
+pytestmark = [pytest.mark.slow, pytest.mark.first, pytest.mark.timeout(1800)]
 
 
 def _wait_for(log: Path, text: str, process: subprocess.Popen, timeout_s: float) -> None:
