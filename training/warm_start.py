@@ -14,7 +14,6 @@ cannot use CUDA that its parent touched) and the caller starts stages cold.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import select
 import signal
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from ucai.child_processes import die_with_parent
 
 # What every stage imports before it computes; the stage modules are named by the stage table.
 PRELOAD = ("torch", "transformers", "peft", "datasets", "trl", "matplotlib.pyplot")
@@ -64,14 +65,6 @@ class Exited(BaseModel):
 REPLY = TypeAdapter(Annotated[Ready | Started | Exited, Field(discriminator="kind")])
 
 
-def _die_with_parent() -> None:
-    """SIGTERM when the parent dies, even by SIGKILL (Linux: prctl PR_SET_PDEATHSIG; elsewhere nothing)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-
-
 # --- the server ------------------------------------------------------------------------------------------------------
 def _preload() -> tuple[bool, str]:
     """Import what every stage imports; (False, why) where forked children could not train."""
@@ -95,7 +88,7 @@ def _child(request: StageRequest, replies: int) -> None:
     """In the forked child: become `python -m training ARGV` with the request's environment and log; never return."""
     code = 1
     try:
-        _die_with_parent()
+        die_with_parent()
         os.close(replies)  # the server's alone: its caller sees the end of it when the server ends
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         log = os.open(request.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -182,7 +175,7 @@ class WarmStarter:
         # One OpenMP thread in the server: the children set their own (`_child`).
         self._process = subprocess.Popen([sys.executable, "-m", "training.warm_start"],
                                          env={**env, "OMP_NUM_THREADS": "1"}, stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=open(log, "ab"), preexec_fn=_die_with_parent)
+                                         stdout=subprocess.PIPE, stderr=open(log, "ab"), preexec_fn=die_with_parent)
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._info: Ready | None = None

@@ -8,11 +8,9 @@ with nothing to do never touches a model.
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -27,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ucai.api_keys import client_headers
+from ucai.child_processes import die_with_parent
 from ucai.datasets.importers import import_file, read_jsonl, write_jsonl
 from ucai.experiment import provenance
 from ucai.experiment.config import ExperimentConfig
@@ -293,7 +292,7 @@ class ExperimentRunner:
         self.console.print(f"starting the local stack on :{s.port} (log {logs / 'stack.log'}) …")
         with open(logs / "stack.log", "ab") as log:
             self._stack = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                           start_new_session=True, preexec_fn=_die_with_parent)
+                                           start_new_session=True, preexec_fn=die_with_parent)
         # Training runs register their adapters with this stack's chat engine when they finish: the one engine, or
         # the chat role's own (UCAI_CHAT_ENGINE=own).
         chat_port = s.chat_port if get_settings().chat_engine == "own" else s.vllm_port
@@ -460,7 +459,7 @@ class ExperimentRunner:
         """Run a child process into `log`; raise if it fails."""
         with open(log, "ab") as out:
             process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                       preexec_fn=_die_with_parent)
+                                       preexec_fn=die_with_parent)
             try:
                 process.wait()
             except BaseException:
@@ -562,12 +561,3 @@ def _last_line(log: Path, size: int = 4096) -> str:
         return ""
     parts = [p.strip() for p in tail.replace("\r", "\n").split("\n") if p.strip()]
     return parts[-1] if parts else ""
-
-
-def _die_with_parent() -> None:
-    """Child processes get SIGTERM when the runner dies (even by SIGKILL): a killed run leaves no orphan training
-    or stack behind (Linux: prctl PR_SET_PDEATHSIG; elsewhere nothing)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
