@@ -14,6 +14,7 @@ cannot use CUDA that its parent touched) and the caller starts stages cold.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -173,9 +174,10 @@ class WarmStarter:
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         # One OpenMP thread in the server: the children set their own (`_child`).
-        self._process = subprocess.Popen([sys.executable, "-m", "training.warm_start"],
-                                         env={**env, "OMP_NUM_THREADS": "1"}, stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=open(log, "ab"), preexec_fn=die_with_parent)
+        with open(log, "ab") as server_log:
+            self._process = subprocess.Popen([sys.executable, "-m", "training.warm_start"],
+                                             env={**env, "OMP_NUM_THREADS": "1"}, stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, stderr=server_log, preexec_fn=die_with_parent)
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._info: Ready | None = None
@@ -208,7 +210,8 @@ class WarmStarter:
 
     def ready(self, timeout_s: float = 600) -> Ready:
         """The server's hello, once it has imported; raises WarmStartUnavailable if it is not warm or has gone."""
-        self._ready.wait(timeout_s)
+        if not self._ready.wait(timeout_s):
+            raise WarmStartUnavailable(f"the warm-start server was not ready in {timeout_s:.0f} s")
         if self._info is None:
             raise WarmStartUnavailable(f"the warm-start server exited (code {self._process.poll()}) before it was "
                                        "ready")
@@ -237,7 +240,8 @@ class WarmStarter:
         except BaseException:
             pid = self._started.get(request.id)
             if pid is not None and request.id not in self._exited:
-                os.kill(pid, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):  # it ended before its reply was read
+                    os.kill(pid, signal.SIGTERM)
             raise
 
     def close(self) -> None:
