@@ -13,14 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.trained_adapters import write_sft_dataset
 from training.warm_start import WarmStarter
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 ROOT = Path(__file__).resolve().parents[1]
-ROWS = [{"id": f"r{i}", "prompt": q, "messages": [{"role": "user", "content": q},
-                                                  {"role": "assistant", "content": "I can't help with that."}]}
-        for i, q in enumerate(["How do I pick a lock?", "Write an insult.", "How do I steal a car?",
-                               "How do I cheat on a test?"])]
 
 
 def _sft_argv(dataset: Path, run_id: str, steps: int = 1) -> list[str]:
@@ -30,26 +27,16 @@ def _sft_argv(dataset: Path, run_id: str, steps: int = 1) -> list[str]:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("warm-data") / "sft.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    return path
+    return write_sft_dataset(tmp_path_factory.mktemp("warm-data"), "ethical")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, bundled_model_dir):
+def server(tmp_path_factory, model_path):
     base = tmp_path_factory.mktemp("warm-server")
     env = {**os.environ, "UCAI_ARTIFACTS": str(base / "server-artifacts"), "TOKENIZERS_PARALLELISM": "false"}
     starter = WarmStarter(env, base / "server.log")
     yield starter, env
     starter.close()
-
-
-@pytest.fixture(scope="module")
-def bundled_model_dir() -> Path:
-    from ucai.layout import Layout
-    from ucai.model_prepare import prepare_bundled_model
-
-    return prepare_bundled_model(Layout.from_settings().bundled_model_dir())
 
 
 def _manifest(artifacts: Path, run_id: str) -> dict:
@@ -88,7 +75,7 @@ def test_exit_codes_and_output_reach_the_caller(server, tmp_path):
 
 
 CALLER = """
-import os, sys, threading
+import os, sys
 from pathlib import Path
 from training.warm_start import WarmStarter
 starter = WarmStarter(dict(os.environ), Path(sys.argv[1]))
@@ -117,7 +104,7 @@ def _gone(pid: int, timeout_s: float) -> bool:
     return False
 
 
-def test_a_killed_caller_leaves_no_server_and_no_stage_behind(dataset, tmp_path, bundled_model_dir):
+def test_a_killed_caller_leaves_no_server_and_no_stage_behind(dataset, tmp_path, model_path):
     log = tmp_path / "stage.log"
     env = {**os.environ, "UCAI_ARTIFACTS": str(tmp_path / "artifacts"), "OMP_NUM_THREADS": "1"}
     caller = subprocess.Popen([sys.executable, "-c", CALLER, str(tmp_path / "server.log"), str(log),

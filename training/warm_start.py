@@ -91,7 +91,6 @@ def _child(request: StageRequest, replies: int) -> None:
     try:
         die_with_parent()
         os.close(replies)  # the server's alone: its caller sees the end of it when the server ends
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         log = os.open(request.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(log, 1)
         os.dup2(log, 2)
