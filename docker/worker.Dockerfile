@@ -21,5 +21,5 @@ USER ucai
 # Exits 0 while this container's worker writes its heartbeat key (services/runtime/heartbeat.py), not only when
 # Redis answers.
 HEALTHCHECK --interval=15s --timeout=10s --start-period=20s --retries=5 \
-    CMD ["python", "-m", "services.runtime.worker", "--check"]
+    CMD ["python", "-m", "services.runtime.healthcheck"]
 CMD ["python", "-m", "services.runtime.worker"]

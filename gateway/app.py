@@ -33,7 +33,6 @@ from ucai import chat_adapters
 from ucai.constitutions import load_constitutions
 from ucai.layout import Layout
 from ucai.queue import BatchStore, JobStore, make_broker
-from ucai.queue.broker import redis_options
 from ucai.roles import Roles
 from ucai.settings import Settings, get_settings
 
@@ -45,7 +44,7 @@ def gateway_redis(settings: Settings, url: str) -> Redis:
     queue's socket timeouts. Hundreds of concurrent clients share `gateway_redis_max_connections` connections and
     wait for a free one (a ConnectionError → 503 after the socket timeout) instead of opening one each."""
     pool = BlockingConnectionPool.from_url(url, max_connections=settings.gateway_redis_max_connections,
-                                           timeout=settings.redis_socket_timeout_s, **redis_options(settings))
+                                           timeout=settings.redis_socket_timeout_s, **settings.redis_client_options())
     return Redis.from_pool(pool)  # closing the client closes the pool
 
 

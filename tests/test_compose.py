@@ -205,8 +205,8 @@ def test_gateway_and_workers(services):
     ]
     assert ("8000", "8000") in published, f"gateway must publish port 8000, ports are {published}"
     assert worker.get("deploy", {}).get("replicas", 1) >= 2, "worker should run 2 replicas"
-    assert "--check" in command_args({"command": worker["healthcheck"]["test"]}), (
-        "worker healthcheck should be `python -m services.runtime.worker --check`"
+    assert "services.runtime.healthcheck" in command_args({"command": worker["healthcheck"]["test"]}), (
+        "worker healthcheck should be `python -m services.runtime.healthcheck`"
     )
     for name in ("gateway", "worker"):
         svc = services[name]
@@ -514,15 +514,15 @@ def test_gpu_roles_load_one_after_another(services):
 
 
 def test_worker_healthcheck_runs_the_heartbeat_check(services):
-    """`--check` reads this container's heartbeat key (tests/test_worker_heartbeat.py: it fails with Redis up and no
-    worker); the healthcheck runs it in the image and in compose, and its probe budget covers the heartbeat's."""
+    """services/runtime/healthcheck.py reads this container's heartbeat key (tests/test_worker_heartbeat.py: it fails
+    with Redis up and no worker); it runs in the image and in compose, and its probe budget covers the heartbeat's."""
     from services.runtime.heartbeat import TTL_BEATS
     from ucai.settings import Settings
 
     check = services["worker"]["healthcheck"]
-    assert command_args({"command": check["test"]})[1:] == ["python", "-m", "services.runtime.worker", "--check"]
+    assert command_args({"command": check["test"]})[1:] == ["python", "-m", "services.runtime.healthcheck"]
     image_check = [a for k, a in dockerfile_instructions(ROOT / "docker" / "worker.Dockerfile") if k == "HEALTHCHECK"]
-    assert image_check and '"services.runtime.worker", "--check"' in image_check[0]
+    assert image_check and '"services.runtime.healthcheck"' in image_check[0]
     beat = Settings.model_fields["worker_heartbeat_s"].default
     assert seconds(check["interval"]) * check["retries"] > TTL_BEATS * beat, "a slow beat must not flap the check"
     assert seconds(check["timeout"]) > Settings.model_fields["redis_socket_connect_timeout_s"].default

@@ -1,4 +1,4 @@
-"""The worker's container healthcheck (`python -m services.runtime.worker --check`) checks the worker, not only Redis
+"""The worker's container healthcheck (`python -m services.runtime.healthcheck`) checks the worker, not only Redis
 (issue 13, compose faults): it passes while this worker's receive loop runs and fails before it starts, once it is
 killed, and once it stopped. Real redis-server, real worker and check subprocesses."""
 from __future__ import annotations
@@ -18,7 +18,7 @@ from services.runtime.local_stack import service_env, start_worker, stop
 
 pytestmark = pytest.mark.integration  # real redis-server and worker processes, and heartbeat timers: half a minute
 
-# The key then lives 6 s: long enough that a `--check` process starting slowly on a loaded 2-core machine still
+# The key then lives 6 s: long enough that a healthcheck process starting slowly on a loaded 2-core machine still
 # finds a killed worker's key (and so tells "its process has exited" from "no heartbeat").
 BEAT_S = 2.0
 
@@ -32,7 +32,7 @@ def _env(redis_url: str, name: str, **extra: str) -> dict[str, str]:
 
 
 def check(env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "services.runtime.worker", "--check"], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "services.runtime.healthcheck"], env=env, capture_output=True,
                           text=True, timeout=60)
 
 
@@ -46,7 +46,7 @@ def wait_check(env: dict[str, str], want_rc: int, worker: subprocess.Popen | Non
         if worker is not None and worker.poll() is not None:
             pytest.fail(f"worker exited with {worker.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
         if time.monotonic() > deadline:
-            pytest.fail(f"--check never exited {want_rc}; last: rc {result.returncode} {result.stderr[-500:]}")
+            pytest.fail(f"the healthcheck never exited {want_rc}; last: rc {result.returncode} {result.stderr[-500:]}")
         time.sleep(0.3)
 
 

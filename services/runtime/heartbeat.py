@@ -2,7 +2,7 @@
 
 A container healthcheck that only pings Redis says nothing about the worker: a worker whose receive loop died, or that
 never started, looks healthy. So the worker process writes this key (a JSON `WorkerHeartbeat`, expiring after three
-intervals) from a task that runs alongside its receiver, and `python -m services.runtime.worker --check` reads it.
+intervals) from a task that runs alongside its receiver, and `python -m services.runtime.healthcheck` reads it.
 
 The name is stable across the check and the worker it checks: `UCAI_WORKER_NAME`, else the host name — in compose each
 replica is its own container, with its own host name. (The broker's stream consumer name is a fresh uuid per process,

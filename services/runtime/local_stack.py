@@ -75,7 +75,8 @@ def start_vllm(model_path: str, port: int, served_name: str = "smollm2", max_mod
     command = [
         sys.executable, "-m", "services.runtime.vllm_launcher", "serve", model_path, "--served-model-name", served_name,
         "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype.dtype, *(["--enforce-eager"] if eager else []),
-        "--max-model-len", str(max_model_len), "--max-logprobs", "20", *(extra_args or []),
+        "--max-model-len", str(max_model_len), "--max-logprobs", "20",
+        "--block-size", str(get_settings().vllm_block_size), *(extra_args or []),
     ]
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
     return subprocess.Popen(command, env={**vllm_env(dtype), **(env or {})}, stdout=out, stderr=subprocess.STDOUT,

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -43,7 +42,7 @@ from ucai.queue import (
     lease_ttl_ms,
     make_broker,
 )
-from ucai.queue.broker import DiscardResults, redis_options
+from ucai.queue.broker import DiscardResults
 from ucai.queue.constitutions import ConstitutionMissing, ConstitutionStore
 from ucai.roles import RoleRequestError, Roles, RoleUnavailable
 from ucai.schemas import ErrorDetail, QueuedJob
@@ -226,7 +225,7 @@ async def serve(settings: Settings, concurrency: int) -> None:
     metrics_server = serve_worker_metrics(broker.state.metrics, settings.worker_metrics_host,
                                           settings.worker_metrics_port)
     broker.state.roles = Roles(settings, broker.state.metrics.roles)
-    redis = Redis.from_url(settings.redis_connection_url(), **redis_options(settings))
+    redis = Redis.from_url(settings.redis_connection_url(), **settings.redis_client_options())
     legacy_results = broker.result_backend  # outcomes saved by an earlier version, read only
     broker.state.store = JobStore(redis, settings.job_ttl_s, legacy_results)
     broker.state.batches = BatchStore(redis, settings.job_ttl_s)
@@ -246,7 +245,8 @@ async def serve(settings: Settings, concurrency: int) -> None:
         # max_prefetch=0: taskiq asks for a message only with a free slot, and the broker reads one per ask
         run_receiver_task(broker, max_async_tasks=concurrency, max_prefetch=0, ack_time=AcknowledgeType.WHEN_SAVED)
     )
-    # The container healthcheck (`--check`) reads this worker's heartbeat key, written while the receiver runs.
+    # The container healthcheck (services/runtime/healthcheck.py) reads this worker's heartbeat key, written while
+    # the receiver runs.
     beat = worker_heartbeat.Heartbeat(redis, settings, broker.consumer_name, broker.consumer_group_name, receiver)
     beat.start()
     await stop.wait()
@@ -274,30 +274,12 @@ async def serve(settings: Settings, concurrency: int) -> None:
         metrics_server.shutdown()
 
 
-async def check(settings: Settings) -> int:
-    """Container healthcheck: 0 when this container's worker heartbeat is fresh (not merely when Redis answers)."""
-    try:
-        url = settings.redis_connection_url() or "redis://127.0.0.1:6379/0"
-        async with Redis.from_url(url, **redis_options(settings)) as redis:
-            problem = await worker_heartbeat.check(redis, settings)
-    except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
-        problem = f"{type(exc).__name__}: {exc}"
-    if problem:
-        print(f"unhealthy: {problem}", file=sys.stderr)
-        return 1
-    print(f"healthy: worker {worker_heartbeat.worker_name(settings)!r} is beating")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, default=None,
                         help="jobs run at once by this process (default: UCAI_WORKER_CONCURRENCY)")
-    parser.add_argument("--check", action="store_true", help="exit 0 when this worker's heartbeat is fresh")
     args = parser.parse_args(argv)
     settings = get_settings()
-    if args.check:
-        raise SystemExit(asyncio.run(check(settings)))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(serve(settings, args.concurrency or settings.worker_concurrency))
 

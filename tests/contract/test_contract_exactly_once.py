@@ -315,7 +315,7 @@ def test_a_hanging_redis_times_out_instead_of_stalling_the_worker():
     try:
         broker = make_broker(settings, url)
         assert asyncio.run(ping(lambda: Redis(connection_pool=broker.connection_pool))) < 2.5
-        from ucai.queue.broker import redis_options  # the worker's own client (job records, leases)
-        assert asyncio.run(ping(lambda: Redis.from_url(url, **redis_options(settings)))) < 2.5
+        # the worker's own client (job records, leases)
+        assert asyncio.run(ping(lambda: Redis.from_url(url, **settings.redis_client_options()))) < 2.5
     finally:
         silent.close()

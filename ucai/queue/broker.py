@@ -186,16 +186,8 @@ class DiscardResults(AsyncResultBackend):
         raise LookupError(f"no result of {task_id}: outcomes are in the job record")
 
 
-def redis_options(settings: Settings) -> dict[str, float]:
-    """Socket timeouts and health checks of every Redis connection of the queue: a Redis that hangs (not only one
-    that is down) raises, and the retry paths take over, instead of stalling a worker forever."""
-    return {"socket_timeout": settings.redis_socket_timeout_s,
-            "socket_connect_timeout": settings.redis_socket_connect_timeout_s,
-            "health_check_interval": settings.redis_health_check_interval_s}
-
-
 def make_broker(settings: Settings, redis_url: str) -> ReclaimingStreamBroker:
-    options = redis_options(settings)
+    options = settings.redis_client_options()
     backend = RedisAsyncResultBackend(
         redis_url, result_ex_time=settings.job_ttl_s, serializer=JSONSerializer(), prefix_str="ucai:result", **options,
     )
