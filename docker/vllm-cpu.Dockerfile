@@ -44,5 +44,5 @@ HEALTHCHECK --interval=15s --timeout=10s --start-period=300s --retries=5 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://localhost:8000/health', timeout=5)"]
 CMD ["python", "-m", "services.runtime.vllm_launcher", "serve", "/models/smollm2", \
      "--served-model-name", "smollm2", "--host", "0.0.0.0", "--port", "8000", \
-     "--enforce-eager", "--max-logprobs", "20"]
+     "--enforce-eager", "--max-logprobs", "20", "--block-size", "32"]
 # No --dtype: the launcher chooses bf16 only where the CPU has native bf16 (avx512_bf16 / amx_bf16), else fp32.

@@ -270,6 +270,8 @@ def test_gpu_services_reserve_an_nvidia_gpu(services):
 
 
 def test_cpu_service_serves_the_bundled_model(services):
+    from ucai.settings import Settings
+
     svc = services["vllm-cpu"]
     assert svc.get("profiles") == ["cpu"], "vllm-cpu should only start in the cpu profile"
     assert "build" in svc, "vllm-cpu is built from docker/vllm-cpu.Dockerfile"
@@ -278,6 +280,8 @@ def test_cpu_service_serves_the_bundled_model(services):
     assert flag_value(args, "--served-model-name") == "smollm2"
     assert flag_value(args, "--port") == "8000"
     assert flag_value(args, "--max-logprobs") == "20", "the judge role needs --max-logprobs 20"
+    assert flag_value(args, "--block-size") == str(Settings.model_fields["vllm_block_size"].default), (
+        "the CPU service's KV blocks are the local engine's (prefix caching reuses whole blocks)")
     assert "VLLM_CPU_KVCACHE_SPACE" in svc.get("environment", {}), (
         "VLLM_CPU_KVCACHE_SPACE must be set, or vLLM reserves most of the RAM"
     )
