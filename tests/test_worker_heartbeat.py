@@ -128,3 +128,15 @@ def test_check_reports_an_unreachable_redis(tmp_path):
     env = _env(f"redis://127.0.0.1:{free_port()}/0", "nobody", UCAI_REDIS_SOCKET_CONNECT_TIMEOUT_S="1")
     result = check(env)
     assert result.returncode == 1 and "unhealthy" in result.stderr
+
+
+def test_the_healthcheck_imports_none_of_the_workers_machinery():
+    """Compose runs it every 15 s in each worker container: it must stay a light process (heartbeat, Redis, settings),
+    not start by importing the queue's broker, the job kinds and their HTTP clients."""
+    heavy = ["taskiq", "aiohttp", "httpx", "services.job_kinds", "ucai.queue", "services.runtime.worker"]
+    probe = ("import sys, services.runtime.healthcheck; "
+             f"print([m for m in {heavy!r} if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", f"the healthcheck imports {result.stdout.strip()}"
