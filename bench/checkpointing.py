@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ROOT, bench_prompts, print_table, write_results  # noqa: E402
+from bench.common import ROOT, bench_prompts, print_table, stage_list, write_results  # noqa: E402
 from bench.training import install_step_timer, make_data, make_reward_model, project, run_child  # noqa: E402
 
 STAGES = ("sft", "reward", "dpo", "grpo")
@@ -65,9 +65,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         return None
     if args.quick:
         args.steps, args.stages = 3, "sft"
-    stages = args.stages.split(",")
-    if unknown := set(stages) - set(STAGES):
-        parser.error(f"unknown stage(s) {', '.join(sorted(unknown))}; choose from {', '.join(STAGES)}")
+    stages = stage_list(parser, args.stages, STAGES)
     args.logs.mkdir(parents=True, exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="ucai-bench-checkpointing-") as tmp:

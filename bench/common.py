@@ -108,6 +108,14 @@ def bench_prompts(n: int) -> list[str]:
     return [pool[i % len(pool)] for i in range(n)]
 
 
+def stage_list(parser: argparse.ArgumentParser, text: str, choices: Sequence[str]) -> list[str]:
+    """A comma list of training stages from the command line, each one of `choices` (else the parser's error)."""
+    stages = text.split(",")
+    if unknown := set(stages) - set(choices):
+        parser.error(f"unknown stage(s) {', '.join(sorted(unknown))}; choose from {', '.join(choices)}")
+    return stages
+
+
 def add_stack_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000",
                         help="gateway of a running stack; when its /health does not answer, one is started here")

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.checkpointing import make_preferences  # noqa: E402
-from bench.common import ROOT, print_table, write_results  # noqa: E402
+from bench.common import ROOT, print_table, stage_list, write_results  # noqa: E402
 from bench.training import make_data, make_reward_model, project_argv  # noqa: E402
 
 STAGES = ("sft", "reward", "grpo")
@@ -43,9 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.stages = 1, "sft"
-    stages = args.stages.split(",")
-    if unknown := set(stages) - set(STAGES):
-        parser.error(f"unknown stage(s) {', '.join(sorted(unknown))}; choose from {', '.join(STAGES)}")
+    stages = stage_list(parser, args.stages, STAGES)
     from training.warm_start import WarmStarter
 
     args.logs.mkdir(parents=True, exist_ok=True)

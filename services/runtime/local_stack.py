@@ -69,14 +69,16 @@ def service_env(**extra: str) -> dict[str, str]:
 def start_vllm(model_path: str, port: int, served_name: str = "smollm2", max_model_len: int = 8192,
                log: Path | None = None, extra_args: list[str] | None = None, dtype: EngineDtype | None = None,
                enforce_eager: bool | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """`vllm serve` on loopback; dtype and eager mode default to the settings (benchmarks pass both)."""
+    """`vllm serve` on loopback; dtype and eager mode default to the settings (benchmarks pass both), the KV block
+    size is the settings'."""
+    settings = get_settings()
     dtype = dtype or engine_dtype()
-    eager = get_settings().vllm_enforce_eager if enforce_eager is None else enforce_eager
+    eager = settings.vllm_enforce_eager if enforce_eager is None else enforce_eager
     command = [
         sys.executable, "-m", "services.runtime.vllm_launcher", "serve", model_path, "--served-model-name", served_name,
         "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype.dtype, *(["--enforce-eager"] if eager else []),
         "--max-model-len", str(max_model_len), "--max-logprobs", "20",
-        "--block-size", str(get_settings().vllm_block_size), *(extra_args or []),
+        "--block-size", str(settings.vllm_block_size), *(extra_args or []),
     ]
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
     return subprocess.Popen(command, env={**vllm_env(dtype), **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
