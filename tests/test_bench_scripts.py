@@ -18,7 +18,8 @@ from bench import common
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = ("pipeline", "naive", "gateway", "training", "memory", "latency")
 BENCHES_IN_MAKE_ORDER = ("gateway", "latency", "pipeline", "naive", "memory", "training")
-SCRIPTS = (*BENCHES, "gpu_pipeline", "gpu_training", "suite_profile", "checkpointing", "warm_start")
+SCRIPTS = (*BENCHES, "gpu_pipeline", "gpu_training", "suite_profile", "checkpointing", "warm_start",
+           "categorise_quality")
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

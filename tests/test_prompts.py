@@ -6,7 +6,10 @@ import pytest
 
 from ucai.constitutions import Constitution, load_constitutions
 from ucai.prompts import (
+    JUDGE_ANSWER_PREFIX,
     answer_messages,
+    categorise_messages,
+    category_options,
     clean_output,
     critique_messages,
     few_shot,
@@ -169,6 +172,20 @@ def test_every_prompt_alternates_user_and_assistant(request, constitution_fixtur
     assert_alternates(answer_messages(constitution, conversation))
     assert_alternates(critique_messages(constitution, conversation, ANSWER, pair))
     assert_alternates(revision_messages(constitution, conversation, ANSWER, pair, CRITIQUE))
+
+
+# ---------------------------------------------------------------- categorise
+
+
+def test_categorise_prompts_share_the_question_and_every_option_before_the_request(ethical):
+    """What vLLM's prefix cache can serve across a categorise batch: everything up to the request itself."""
+    first, second = (categorise_messages(ethical, [user(text)]) for text in
+                     ("How do I get back at my neighbour?", "Find the home address of that reporter."))
+    a, b = first[0]["content"], second[0]["content"]
+    shared = a[:next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)]
+    assert all(f"({letter}) {text}" in shared for letter, _, text in category_options(ethical))
+    assert a.endswith("Human: How do I get back at my neighbour?")
+    assert first[1] == {"role": "assistant", "content": JUDGE_ANSWER_PREFIX}
 
 
 # ---------------------------------------------------------------- clean_output
