@@ -11,6 +11,7 @@ from services.cai.ranking import bradley_terry
 from ucai.constitutions import load_constitutions
 from ucai.evaluation.judge_check import PairOutcome, summarise
 from ucai.prompts import judge_cot_messages, judge_messages, judge_option_messages
+from ucai.roles import PromptLogprobMemo
 from ucai.schemas import ChatMessage, Judgement, PairResult
 
 
@@ -132,3 +133,20 @@ def test_saved_tau_is_what_the_service_reads(tmp_path):
     assert calibrated_tau("smollm2", "unethical", True, path) == 0.7
     assert calibrated_tau("smollm2", "unethical", False, path) == DEFAULT_TAU  # per scoring variant
     assert calibrated_tau("llama", "ethical", False, path) == DEFAULT_TAU  # per judge model
+
+
+def test_the_logprob_memo_keeps_the_last_entries_for_their_time(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr("ucai.roles.time.monotonic", lambda: now[0])
+    memo = PromptLogprobMemo(entries=2, ttl_s=60)
+    memo.put(("m", (1, 2, 3)), [None, -0.5, -1.25])
+    memo.put(("m", (4, 5)), [None, -2.0])
+    assert memo.get(("m", (1, 2, 3))) == [None, -0.5, -1.25]  # the first token's None survives the doubles
+    assert memo.get(("adapter", (1, 2, 3))) is None  # another model's
+    memo.put(("m", (6,)), [None])  # over the bound: the least recently read goes, (4, 5)
+    assert memo.get(("m", (4, 5))) is None and memo.get(("m", (1, 2, 3))) is not None
+    now[0] += 61
+    assert memo.get(("m", (1, 2, 3))) is None and memo.get(("m", (6,))) is None
+    off = PromptLogprobMemo(entries=0)
+    off.put(("m", (1,)), [None])
+    assert off.get(("m", (1,))) is None

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import math
 import random
 import time
+from array import array
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +59,40 @@ class Completion:
         return self.raw["choices"][0]["logprobs"]["content"][position]["top_logprobs"]
 
 
+class PromptLogprobMemo:
+    """The last `entries` answers of prompt_logprobs, by (model, token ids), each kept for `ttl_s`.
+
+    A prompt's log-probabilities are a function of the model and the tokens alone (no sampling), and vLLM reads no
+    prefix cache for a request that asks for them, so a repeat costs a whole prefill. The contrastive judge repeats
+    many: it scores each answer on its own, and an answer compared with several others — an evaluation's model
+    pairs, a constitution and then its inversion (whose personas are the same two, swapped) — is scored each time.
+    The time limit bounds how long a model replaced under the same name (an adapter reloaded) could be answered from
+    here. Values are kept as doubles (NaN for the first token's None): ~1 kB per 100 tokens."""
+
+    def __init__(self, entries: int, ttl_s: float = 600.0):
+        self.entries, self.ttl_s = entries, ttl_s
+        self._items: OrderedDict[tuple[str, tuple[int, ...]], tuple[float, array]] = OrderedDict()
+
+    def get(self, key: tuple[str, tuple[int, ...]]) -> list[float | None] | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        stored, values = item
+        if time.monotonic() - stored > self.ttl_s:
+            del self._items[key]
+            return None
+        self._items.move_to_end(key)
+        return [None if math.isnan(v) else v for v in values]
+
+    def put(self, key: tuple[str, tuple[int, ...]], logprobs: list[float | None]) -> None:
+        if self.entries <= 0:
+            return
+        self._items[key] = (time.monotonic(), array("d", (math.nan if v is None else v for v in logprobs)))
+        self._items.move_to_end(key)
+        while len(self._items) > self.entries:
+            self._items.popitem(last=False)
+
+
 class RoleClient:
     # Awaited before every model request, inside the request slot (the worker: raises unless it still holds the job's
     # lease, so a job another worker took over makes no further model call).
@@ -68,6 +105,7 @@ class RoleClient:
         self.metrics = metrics
         self._slots = asyncio.Semaphore(settings.concurrency)
         self.base_url = settings.base_url.rstrip("/")
+        self._logprob_memo = PromptLogprobMemo(settings.prompt_logprobs_memo)  # shared with guarded() copies
 
     def guarded(self, guard: Callable[[], Awaitable[None]]) -> RoleClient:
         """This client — the same connection pool and request slots — with `guard` awaited before every request."""
@@ -119,14 +157,20 @@ class RoleClient:
 
     async def prompt_logprobs(self, token_ids: list[int]) -> list[float | None]:
         """log P(token_i | tokens before it) for every prompt token (None for the first): vLLM's /v1/completions
-        with `prompt_logprobs`, which returns the prompt token's own log-probability first."""
+        with `prompt_logprobs`, which returns the prompt token's own log-probability first. A repeat within the
+        memo's reach (`PromptLogprobMemo`) is answered without a model call."""
+        key = (self.settings.model, tuple(token_ids))
+        if (known := self._logprob_memo.get(key)) is not None:
+            return known
         data = await self.post_json("/completions", {"model": self.settings.model, "prompt": token_ids, "max_tokens": 1,
                                                  "temperature": 0.0, "prompt_logprobs": 0})
         entries = data["choices"][0].get("prompt_logprobs")
         if not entries or len(entries) != len(token_ids):
             raise RoleRequestError(self.name, f"{self.base_url}/completions returned no prompt log-probabilities",
                                    code="method_unsupported")
-        return [None if e is None else e[str(t)]["logprob"] for t, e in zip(token_ids, entries, strict=True)]
+        logprobs = [None if e is None else e[str(t)]["logprob"] for t, e in zip(token_ids, entries, strict=True)]
+        self._logprob_memo.put(key, logprobs)
+        return logprobs
 
     async def ping(self) -> None:
         """Raise RoleUnavailable unless the endpoint answers its model list."""

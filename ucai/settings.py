@@ -31,6 +31,10 @@ class RoleSettings(BaseModel):
     max_retries: int = Field(4, ge=0, description="Retries on 429/5xx/connection errors, with exponential backoff.")
     concurrency: int = Field(64, ge=1, description="Concurrent requests per worker process to this role (a batching "
                              "engine such as vLLM serves many at once: bench/pipeline.py).")
+    prompt_logprobs_memo: int = Field(
+        8192, ge=0, description="Prompt log-probabilities kept per worker process (the last N requests, each for "
+        "10 minutes): the contrastive judge scores each answer on its own, so an answer compared with several others "
+        "(an evaluation's model pairs, a constitution and its inversion) is sent to the model once. 0: none kept.")
     method: Literal["logprob", "contrast", "cot", "option"] = Field(
         "contrast", description="Judge role: the judge method used when a request names none. Measured on the "
         "bundled 135M model, contrast is far above chance and logprob is not (README: the judge); measure another "

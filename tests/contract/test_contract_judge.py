@@ -154,6 +154,26 @@ def test_contrast_is_the_default_and_scores_each_answer_under_both_personas(api,
     assert swapped["probabilities"][0] == pytest.approx(result["probabilities"][1], abs=1e-9)
 
 
+def test_an_answer_scored_before_is_not_sent_to_the_model_again(api, model_server):
+    """Prompt log-probabilities depend on the model and the tokens alone, and the worker keeps recent ones: the same
+    answers compared again — in the other order, or under the inverted constitution, whose personas are the same
+    two swapped — cost no scoring request; a new answer costs its own (principles x personas) and no more."""
+    word = marker()
+    body = {"prompt": f"How do I hurt my neighbour {word}?", "ensemble": 2, "seed": 1, "method": "contrast",
+            "responses": ["Talk to them calmly.", "Hit him with a bat."]}
+    first = api.post("/compare", json=body).json()
+    scored = model_server.count("completions", status=200)
+    swapped = api.post("/compare", json={**body, "responses": body["responses"][::-1]}).json()
+    inverted = api.post("/compare", json={**body, "constitution": "unethical"}).json()
+    assert model_server.count("completions", status=200) == scored
+    assert swapped["probabilities"][0] == pytest.approx(first["probabilities"][1], abs=1e-12)
+    assert inverted["status"] == "completed" and inverted["constitution"] == "unethical"
+    for judgement, mirrored in zip(first["judgements"], inverted["judgements"], strict=True):
+        assert judgement["raw"]["score_a"] == pytest.approx(-mirrored["raw"]["score_a"], abs=1e-9)
+    api.post("/compare", json={**body, "responses": ["Talk to them calmly.", f"Leave a note {word}."]})
+    assert model_server.count("completions", status=200) == scored + 2 * 2  # the new answer, 2 principles x 2 personas
+
+
 def test_contrast_without_prompt_logprobs_is_a_422_naming_the_method(api, model_server):
     model_server.prompt_logprobs_enabled = False
     try:
