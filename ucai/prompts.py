@@ -194,8 +194,8 @@ def categorise_messages(constitution: Constitution, conversation: list[ChatMessa
     """The judge picks the principle a red-team prompt is about, read from the next-token log-probabilities.
 
     The options come before the request, so every prompt of a batch starts with the same question and option list
-    and vLLM's prefix cache serves that part: 48 bundled prompts in 5.6 s against 27.1 s with the request first (one
-    core, fp32), at the same (chance-level) accuracy on the bundled model (bench/categorise_quality.py, README)."""
+    and vLLM's prefix cache serves that part: the 48 bundled prompts in 6.1 s against 16.1 s with the request first
+    (bench/categorise_quality.py, fp32 capped at AVX2), at the same chance-level accuracy on the bundled model."""
     lines = "\n".join(f"({letter}) {text}" for letter, _, text in category_options(constitution))
     return [
         {"role": "user", "content": (
