@@ -55,14 +55,11 @@ def main(argv: list[str] | None = None) -> dict:
     with stack(args) as s:
         predicted, cold_s = categorise(s.url, args.constitution, records)
         _again, warm_s = categorise(s.url, args.constitution, records)
-    right = sum(predicted.get(i) == label for i, label in truth.items())
-    majority = Counter(truth.values()).most_common(1)[0][1] / len(truth)
-    accuracy = right / len(truth)
-    labels = sorted(set(truth.values()))
-    rows = [{"label": label, "n": sum(t == label for t in truth.values()),
-             "recall": round(sum(predicted.get(i) == label for i, t in truth.items() if t == label)
-                             / max(1, sum(t == label for t in truth.values())), 3),
-             "predicted": sum(p == label for p in predicted.values())} for label in labels]
+    counts, hits = Counter(truth.values()), Counter(t for i, t in truth.items() if predicted.get(i) == t)
+    accuracy, majority = hits.total() / len(truth), counts.most_common(1)[0][1] / len(truth)
+    guessed = Counter(predicted.values())
+    rows = [{"label": label, "n": n, "recall": round(hits[label] / n, 3), "predicted": guessed[label]}
+            for label, n in sorted(counts.items())]
     print_table(rows, ["label", "n", "recall", "predicted"],
                 title=f"categorise under {args.constitution}: accuracy {accuracy:.3f} on n={len(truth)} "
                       f"(majority label {majority:.3f}); batch {cold_s:.1f}s cold, {warm_s:.1f}s warm")

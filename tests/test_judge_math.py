@@ -138,15 +138,15 @@ def test_saved_tau_is_what_the_service_reads(tmp_path):
 def test_the_logprob_memo_keeps_the_last_entries_for_their_time(monkeypatch):
     now = [100.0]
     monkeypatch.setattr("ucai.roles.time.monotonic", lambda: now[0])
-    memo = PromptLogprobMemo(entries=2, ttl_s=60)
-    memo.put(("m", (1, 2, 3)), [None, -0.5, -1.25])
-    memo.put(("m", (4, 5)), [None, -2.0])
-    assert memo.get(("m", (1, 2, 3))) == [None, -0.5, -1.25]  # the first token's None survives the doubles
-    assert memo.get(("adapter", (1, 2, 3))) is None  # another model's
-    memo.put(("m", (6,)), [None])  # over the bound: the least recently read goes, (4, 5)
-    assert memo.get(("m", (4, 5))) is None and memo.get(("m", (1, 2, 3))) is not None
+    memo, key = PromptLogprobMemo(entries=2, ttl_s=60), PromptLogprobMemo.key
+    memo.put(key("m", (1, 2, 3)), [None, -0.5, -1.25])
+    memo.put(key("m", (4, 5)), [None, -2.0])
+    assert memo.get(key("m", (1, 2, 3))) == [None, -0.5, -1.25]  # the first token's None survives the doubles
+    assert memo.get(key("adapter", (1, 2, 3))) is None  # another model's
+    memo.put(key("m", (6,)), [None])  # over the bound: the least recently read goes, (4, 5)
+    assert memo.get(key("m", (4, 5))) is None and memo.get(key("m", (1, 2, 3))) is not None
     now[0] += 61
-    assert memo.get(("m", (1, 2, 3))) is None and memo.get(("m", (6,))) is None
+    assert memo.get(key("m", (1, 2, 3))) is None and memo.get(key("m", (6,))) is None
     off = PromptLogprobMemo(entries=0)
-    off.put(("m", (1,)), [None])
-    assert off.get(("m", (1,))) is None
+    off.put(key("m", (1,)), [None])
+    assert off.get(key("m", (1,))) is None

@@ -76,12 +76,10 @@ class PromptLogprobMemo:
         self._items: OrderedDict[tuple[str, bytes], tuple[float, array]] = OrderedDict()
 
     @staticmethod
-    def _key(key: tuple[str, Sequence[int]]) -> tuple[str, bytes]:
-        model, tokens = key
+    def key(model: str, tokens: Sequence[int]) -> tuple[str, bytes]:
         return model, hashlib.blake2b(array("q", tokens).tobytes(), digest_size=16).digest()
 
-    def get(self, key: tuple[str, Sequence[int]]) -> list[float | None] | None:
-        key = self._key(key)
+    def get(self, key: tuple[str, bytes]) -> list[float | None] | None:
         item = self._items.get(key)
         if item is None:
             return None
@@ -92,10 +90,9 @@ class PromptLogprobMemo:
         self._items.move_to_end(key)
         return [None if math.isnan(v) else v for v in values]
 
-    def put(self, key: tuple[str, Sequence[int]], logprobs: list[float | None]) -> None:
+    def put(self, key: tuple[str, bytes], logprobs: list[float | None]) -> None:
         if self.entries <= 0:
             return
-        key = self._key(key)
         self._items[key] = (time.monotonic(), array("d", (math.nan if v is None else v for v in logprobs)))
         self._items.move_to_end(key)
         while len(self._items) > self.entries:
@@ -168,7 +165,7 @@ class RoleClient:
         """log P(token_i | tokens before it) for every prompt token (None for the first): vLLM's /v1/completions
         with `prompt_logprobs`, which returns the prompt token's own log-probability first. A repeat within the
         memo's reach (`PromptLogprobMemo`) is answered without a model call."""
-        key = (self.settings.model, token_ids)
+        key = self._logprob_memo.key(self.settings.model, token_ids)  # hashed once, for the lookup and the store
         if (known := self._logprob_memo.get(key)) is not None:
             return known
         data = await self.post_json("/completions", {"model": self.settings.model, "prompt": token_ids, "max_tokens": 1,
